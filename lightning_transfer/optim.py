@@ -1,0 +1,142 @@
+"""Optimizers, parameter groups and learning-rate schedules shared by every module.
+
+- :func:`split_decay_groups`: the standard "no weight decay on biases and normalization weights" split.
+- :class:`LARS`: layer-wise adaptive rate scaling (You et al. 2017) as used by SimCLR, with groups
+  that can opt out of both decay and adaptation (``lars_exclude=True``).
+- :func:`warmup_schedule`: linear warmup then cosine / linear / constant, stepped per optimizer step.
+- :func:`build_optimizer`: one place that turns ``name, lr, weight_decay, ...`` into an optimizer.
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+
+OPTIMIZERS = ("lars", "adamw", "sgd", "adam")
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def is_no_decay(name: str, param: nn.Parameter) -> bool:
+    """Biases and the 1-d weights of normalization layers (BatchNorm, LayerNorm, ...)."""
+    return param.ndim <= 1 or name.endswith(".bias")
+
+
+def split_decay_groups(
+    named_parameters: Iterable[tuple[str, nn.Parameter]], weight_decay: float, **extra
+) -> list[dict]:
+    """Two param groups: with ``weight_decay`` and without (biases, norm weights). Frozen
+    parameters (``requires_grad=False``) are kept out. ``extra`` keys are copied into both groups
+    (``lr=...`` for example); the no-decay group is also marked ``lars_exclude=True``."""
+    decay, no_decay = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        (no_decay if is_no_decay(name, param) else decay).append(param)
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, **extra})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **extra})
+    return groups
+
+
+class LARS(torch.optim.Optimizer):
+    """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
+
+    For each parameter ``w`` with gradient ``g``: ``g <- g + wd * w``, then the local rate
+    ``trust = eta * |w| / |g|`` (1 when either norm is 0) scales the update,
+    ``v <- m * v + trust * g``, ``w <- w - lr * v``. Groups with ``lars_exclude=True`` (biases and
+    norm weights, as in SimCLR) skip both the decay and the adaptation.
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
+                 trust_coefficient: float = 0.001, eps: float = 1e-8, nesterov: bool = False):
+        if lr < 0:
+            raise ValueError(f"LARS lr must be >= 0, got {lr}")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                        trust_coefficient=trust_coefficient, eps=eps, nesterov=nesterov, lars_exclude=False)
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not group["lars_exclude"]:
+                    if group["weight_decay"] != 0:
+                        grad = grad.add(p, alpha=group["weight_decay"])
+                    param_norm = torch.linalg.vector_norm(p)
+                    grad_norm = torch.linalg.vector_norm(grad)
+                    trust = torch.where(
+                        (param_norm > 0) & (grad_norm > 0),
+                        group["trust_coefficient"] * param_norm / (grad_norm + group["eps"]),
+                        torch.ones_like(param_norm),
+                    )
+                    grad = grad.mul(trust)
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = torch.clone(grad).detach()
+                else:
+                    state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+                update = state["momentum_buffer"]
+                if group["nesterov"]:
+                    update = grad.add(update, alpha=group["momentum"])
+                p.add_(update, alpha=-group["lr"])
+        return loss
+
+
+def build_optimizer(name: str, param_groups: list[dict], lr: float, weight_decay: float = 0.0,
+                    momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+    """Create optimizer ``name`` (one of :data:`OPTIMIZERS`) over ``param_groups``. Groups keep
+    their own ``weight_decay``/``lr`` when they set one; ``weight_decay`` is the default."""
+    name = name.lower()
+    if name == "lars":
+        return LARS(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def warmup_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "cosine",
+                  min_factor: float = 0.0) -> float:
+    """LR multiplier at optimizer step ``step`` (0-based): linear warmup from ``1/warmup_steps`` to
+    1 over ``warmup_steps``, then ``cosine``: ``min + (1 - min) * (1 + cos(pi * p)) / 2``,
+    ``linear``: ``min + (1 - min) * (1 - p)`` or ``constant``: 1, with ``p`` the fraction of the
+    post-warmup steps done (clamped to [0, 1])."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(max((step - warmup_steps) / max(1, total_steps - warmup_steps), 0.0), 1.0)
+    if schedule == "cosine":
+        return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return min_factor + (1 - min_factor) * (1 - progress)
+
+
+def warmup_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                    schedule: str = "cosine", min_factor: float = 0.0) -> dict:
+    """A Lightning ``lr_scheduler`` config dict stepping :func:`warmup_factor` every optimizer step."""
+    lr_lambda = lambda step: warmup_factor(step, warmup_steps, total_steps, schedule, min_factor)  # noqa: E731
+    return {"scheduler": LambdaLR(optimizer, lr_lambda), "interval": "step", "frequency": 1}
+
+
+def resolve_warmup_steps(warmup_steps: int | None, warmup_fraction: float, total_steps: int) -> int:
+    """An explicit ``warmup_steps`` wins; else ``warmup_fraction`` of ``total_steps``."""
+    if warmup_steps is not None:
+        return int(warmup_steps)
+    return int(round(warmup_fraction * total_steps))
