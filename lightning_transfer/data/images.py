@@ -1,0 +1,403 @@
+"""Image sources and the :class:`ImageDataModule`.
+
+Every source ends up as a dataset of ``(uint8 C x H x W image, int label)`` pairs (label ``-1`` when
+unknown). Batches stay uint8 through the DataLoader; the augmentation runs once per *batch* with
+per-sample randomness (:mod:`lightning_transfer.data.augment`), either in the loader workers or, on
+a GPU, on the device in :meth:`ImageDataModule.on_after_batch_transfer`.
+
+Sources:
+- ``mnist_demo``: the 5,000 offline MNIST digits (DESIGN.md), stratified seeded train/val/test split.
+- ``cifar10`` / ``cifar100`` / ``stl10``: torchvision datasets under ``root`` (downloaded when
+  ``download=True`` and the network allows; offline a clear error).
+- ``folder``: an ImageFolder tree ``root/<class>/<image>``; decoded lazily, resized so the shorter
+  side is ``decode_size`` and center-cropped square. Unreadable files are skipped with a warning
+  naming the file (a few bad files must not kill a long run); a folder with no readable image is
+  an error.
+- ``hf``: a Hugging Face dataset (Hub name, or ``imagefolder`` with ``data_dir``), columns
+  ``image_column`` / ``label_column``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_transfer.data.augment import EvalTransform, SimCLRAugmentation
+from lightning_transfer.data.sources import load_mnist_demo
+from lightning_transfer.data.subsets import stratified_split, stratified_subset
+from lightning_transfer.errors import UserInputError
+
+IMAGE_SOURCES = ("mnist_demo", "cifar10", "cifar100", "stl10", "folder", "hf")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+NORMALIZATION = {  # (mean, std) per source, per channel
+    "mnist_demo": ((0.1307,), (0.3081,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
+}
+IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+MODES = ("simclr", "supervised")
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 images ``N x C x H x W`` with int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        if len(images) == 0:
+            raise UserInputError("the image dataset is empty")
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def decode_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
+    """Read an image file as uint8 ``channels x size x size``: any mode (palette, CMYK, 16-bit,
+    alpha) is converted to RGB or grayscale, the shorter side resized to ``size`` and the center
+    cropped square. Raises ``OSError``/``ValueError`` for unreadable files."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        tensor = TF.pil_to_tensor(image)
+    tensor = TF.resize(tensor, size, antialias=True)
+    return TF.center_crop(tensor, [size, size])
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` decoded lazily. Unreadable images come back as ``None`` (with a
+    warning naming the file) and are dropped by the collate function."""
+
+    def __init__(self, root: str | Path, channels: int, size: int):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise UserInputError(f"image folder {root} does not exist; set data.root to a folder laid out as <root>/<class>/<image>")
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        files: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files += [(f, label) for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:  # a flat folder of unlabeled images also works
+            files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+            self.classes = []
+        if not files:
+            raise UserInputError(
+                f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
+            )
+        self.files, self.channels, self.size = files, channels, size
+        self.labels = torch.tensor([label for _, label in files])
+        self._check_some_readable()
+
+    def _check_some_readable(self, sample: int = 8) -> None:
+        errors = []
+        for path, _ in self.files[:sample]:
+            try:
+                decode_image_file(path, self.channels, self.size)
+                return
+            except Exception as err:  # noqa: BLE001 - any decoder failure means unreadable
+                errors.append(f"{path.name}: {err}")
+        raise UserInputError(f"cannot read any of the first {len(errors)} images in the folder ({errors[0]}); are these image files?")
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path, label = self.files[index]
+        try:
+            return decode_image_file(path, self.channels, self.size), label
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"skipped unreadable image {path} ({type(err).__name__}: {err})", stacklevel=1)
+            return None
+
+
+class HFImageDataset(Dataset):
+    """A Hugging Face ``datasets.Dataset`` with a PIL image column, decoded like a folder image."""
+
+    def __init__(self, dataset, image_column: str, label_column: str | None, channels: int, size: int):
+        missing = [c for c in (image_column, label_column) if c and c not in dataset.column_names]
+        if missing:
+            raise UserInputError(f"column {missing[0]!r} not in the dataset; available: {', '.join(dataset.column_names)}")
+        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
+        self.channels, self.size = channels, size
+        self.labels = torch.tensor(dataset[label_column]) if label_column else torch.full((len(dataset),), -1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        from torchvision.transforms.v2 import functional as TF
+
+        try:
+            image = self.dataset[index][self.image_column].convert("L" if self.channels == 1 else "RGB")
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"skipped unreadable image at index {index} ({err})", stacklevel=1)
+            return None
+        tensor = TF.resize(TF.pil_to_tensor(image), self.size, antialias=True)
+        return TF.center_crop(tensor, [self.size, self.size]), int(self.labels[index])
+
+
+def collate_images(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 images and labels, dropping unreadable (``None``) samples."""
+    samples = [s for s in samples if s is not None]
+    if not samples:
+        raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
+    images = torch.stack([s[0] for s in samples])
+    labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
+    return images, labels
+
+
+class BatchTransform:
+    """Collate, then (optionally) transform the uint8 batch into the model's input dict.
+
+    ``views=2`` gives ``{"views": (v1, v2), "labels"}`` (SimCLR); ``views=1`` gives
+    ``{"images", "labels"}``. With ``deferred=True`` the transform is left to
+    ``on_after_batch_transfer`` and the batch carries ``{"raw", "transform", "labels"}``.
+    """
+
+    def __init__(self, transform: torch.nn.Module, views: int, name: str, deferred: bool):
+        self.transform, self.views, self.name, self.deferred = transform, views, name, deferred
+
+    def __call__(self, samples) -> dict[str, Any]:
+        images, labels = collate_images(samples)
+        if self.deferred:
+            return {"raw": images, "transform": self.name, "labels": labels}
+        return self.apply(images, labels)
+
+    def apply(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+        if self.views == 2:
+            return {"views": (self.transform(images), self.transform(images)), "labels": labels}
+        return {"images": self.transform(images), "labels": labels}
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Images for SimCLR pretraining (``mode="simclr"``: two augmented views per image) and for
+    supervised fine-tuning (``mode="supervised"``: one lightly augmented view).
+
+    Splits are fixed by ``seed``: sources with a test split keep it and carve ``val_size`` out of
+    train; the others (``mnist_demo``, ``folder``, ``hf`` without splits) draw ``test_size`` and
+    ``val_size`` stratified (ints are counts, floats fractions). ``labels_per_class`` /
+    ``label_fraction`` keep a stratified seeded subset of the *training* labels only.
+
+    ``augment`` overrides :class:`SimCLRAugmentation` arguments (for example
+    ``{"flip_prob": 0.0, "blur_prob": 0.0}``). ``augment_on``: ``"loader"`` (in the DataLoader
+    workers), ``"device"`` (in ``on_after_batch_transfer``) or ``"auto"`` (device on GPU or without
+    workers, loader otherwise).
+    """
+
+    def __init__(
+        self,
+        source: str = "mnist_demo",
+        root: str = "data",
+        mode: str = "simclr",
+        image_size: int | None = None,
+        channels: int | None = None,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        val_size: float | int = 500,
+        test_size: float | int = 1000,
+        labels_per_class: int | None = None,
+        label_fraction: float | None = None,
+        seed: int = 0,
+        augment: dict | None = None,
+        augment_on: str = "auto",
+        knn_bank_size: int = 5000,
+        download: bool = True,
+        hf_name: str | None = None,
+        hf_config: str | None = None,
+        image_column: str = "image",
+        label_column: str | None = "label",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        drop_last: bool = True,
+    ):
+        super().__init__()
+        if source not in IMAGE_SOURCES:
+            raise UserInputError(f"unknown image source {source!r}; choose one of {', '.join(IMAGE_SOURCES)}")
+        if mode not in MODES:
+            raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if augment_on not in ("auto", "loader", "device"):
+            raise UserInputError(f"augment_on must be auto, loader or device, got {augment_on!r}")
+        if labels_per_class is not None and label_fraction is not None:
+            raise UserInputError("set labels_per_class or label_fraction, not both")
+        self.save_hyperparameters()
+        defaults = {"mnist_demo": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3), "stl10": (96, 3)}
+        default_size, default_channels = defaults.get(source, (224, 3))
+        self.image_size = image_size or default_size
+        self.num_channels = channels or default_channels
+        norm = NORMALIZATION.get(source, IMAGENET_NORMALIZATION if self.num_channels == 3 else ((0.5,), (0.5,)))
+        self.mean = tuple(mean) if mean is not None else norm[0]
+        self.std = tuple(std) if std is not None else norm[1]
+        self.train_set = self.val_set = self.test_set = None
+        self.num_classes: int | None = None
+        self.class_names: list[str] = []
+
+    # ----------------------------------------------------------------- transforms
+    def train_augmentation(self) -> SimCLRAugmentation:
+        """SimCLR's augmentation (blur off below 64 px), or a light crop + flip for supervised mode."""
+        settings: dict[str, Any] = {"blur_prob": 0.5 if self.image_size >= 64 else 0.0}
+        if self.hparams.mode == "supervised":
+            settings = {"crop_scale": (0.5, 1.0), "jitter_prob": 0.0, "grayscale_prob": 0.0, "blur_prob": 0.0}
+        settings.update(self.hparams.augment or {})
+        return SimCLRAugmentation(self.image_size, mean=self.mean, std=self.std, **settings)
+
+    def eval_transform(self) -> EvalTransform:
+        return EvalTransform(self.image_size, mean=self.mean, std=self.std)
+
+    def _augment_on_device(self) -> bool:
+        if self.hparams.augment_on != "auto":
+            return self.hparams.augment_on == "device"
+        on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type != "cpu"
+        return on_gpu or self.hparams.num_workers == 0
+
+    # ----------------------------------------------------------------- sources
+    def _load(self) -> tuple[Dataset, Dataset | None, torch.Tensor]:
+        """Return ``(train_pool, given_test_or_None, train_pool_labels)``."""
+        source, root, c, size = self.hparams.source, self.hparams.root, self.num_channels, self.image_size
+        if source == "mnist_demo":
+            images, labels = load_mnist_demo()
+            return TensorImageDataset(images, labels), None, labels
+        if source in ("cifar10", "cifar100", "stl10"):
+            return self._load_torchvision(source, root)
+        if source == "folder":
+            dataset = ImageFolderDataset(root, c, size)
+            self.class_names = dataset.classes
+            return dataset, None, dataset.labels
+        return self._load_hf()
+
+    def _load_torchvision(self, source: str, root: str):
+        import torchvision
+
+        def fetch(factory, **kwargs):
+            try:
+                return factory(root=root, download=self.hparams.download, **kwargs)
+            except (RuntimeError, OSError) as err:
+                raise UserInputError(
+                    f"{source} is not in {root} and could not be downloaded ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                    f"download it once with internet (data.download=true) or point data.root at a copy"
+                ) from None
+
+        def as_tensor(ds, attr_labels: str):
+            data = torch.as_tensor(ds.data)
+            if data.shape[-1] == 3:  # NHWC (CIFAR) -> NCHW
+                data = data.permute(0, 3, 1, 2).contiguous()
+            return TensorImageDataset(data, torch.as_tensor(getattr(ds, attr_labels)))
+
+        if source == "stl10":
+            train = as_tensor(fetch(torchvision.datasets.STL10, split="train+unlabeled" if self.hparams.mode == "simclr" else "train"), "labels")
+            test = as_tensor(fetch(torchvision.datasets.STL10, split="test"), "labels")
+        else:
+            factory = torchvision.datasets.CIFAR10 if source == "cifar10" else torchvision.datasets.CIFAR100
+            train = as_tensor(fetch(factory, train=True), "targets")
+            test = as_tensor(fetch(factory, train=False), "targets")
+        return train, test, train.labels
+
+    def _load_hf(self):
+        import datasets
+
+        name = self.hparams.hf_name
+        if not name:
+            raise UserInputError("source=hf needs data.hf_name (a Hub dataset name, or 'imagefolder' with data.root)")
+        try:
+            loaded = datasets.load_dataset(name, self.hparams.hf_config, data_dir=self.hparams.root if name == "imagefolder" else None)
+        except Exception as err:  # noqa: BLE001 - offline, missing, malformed: all one message
+            raise UserInputError(
+                f"could not load Hugging Face dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                "it needs the network or a local HF cache; offline use source=folder with a local ImageFolder"
+            ) from None
+        wrap = lambda split: HFImageDataset(loaded[split], self.hparams.image_column, self.hparams.label_column,  # noqa: E731
+                                            self.num_channels, self.image_size)
+        train = wrap("train")
+        test = wrap("test") if "test" in loaded else None
+        return train, test, train.labels
+
+    # ----------------------------------------------------------------- splits
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        pool, given_test, labels = self._load()
+        labeled = labels[labels >= 0]
+        self.num_classes = int(labeled.max()) + 1 if len(labeled) else 0
+        seed = self.hparams.seed
+        if given_test is None:
+            test_idx, val_idx, train_idx = stratified_split(labels.tolist(), [self.hparams.test_size, self.hparams.val_size], seed=seed)
+            self.test_set = Subset(pool, test_idx)
+        else:
+            val_idx, train_idx = stratified_split(labels.tolist(), [self.hparams.val_size], seed=seed)
+            self.test_set = given_test
+        self.val_set = Subset(pool, val_idx)
+        train_labels = labels[train_idx].tolist()
+        if self.hparams.labels_per_class is not None or self.hparams.label_fraction is not None:
+            keep = stratified_subset(train_labels, per_class=self.hparams.labels_per_class,
+                                     fraction=self.hparams.label_fraction, seed=seed)
+            train_idx = [train_idx[i] for i in keep]
+        self.train_set = Subset(pool, train_idx)
+        self._train_labels = labels[train_idx]
+        if len(self.train_set) < self.hparams.batch_size and self.hparams.drop_last:
+            raise UserInputError(
+                f"batch_size {self.hparams.batch_size} is larger than the {len(self.train_set)} training images and "
+                "drop_last is on, so no batch would be made; lower data.batch_size"
+            )
+
+    # ----------------------------------------------------------------- loaders
+    def _loader(self, dataset: Dataset, transform: BatchTransform, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
+        workers = self.hparams.num_workers
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
+            pin_memory=self.hparams.pin_memory, persistent_workers=self.hparams.persistent_workers and workers > 0,
+            collate_fn=transform,
+        )
+
+    def _transform(self, name: str) -> BatchTransform:
+        train = name == "train"
+        views = 2 if train and self.hparams.mode == "simclr" else 1
+        transform = self.train_augmentation() if train else self.eval_transform()
+        return BatchTransform(transform, views, name, deferred=self._augment_on_device())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self._transform("train"), True, self.hparams.batch_size, self.hparams.drop_last)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self._transform("eval"), False, self._eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self._transform("eval"), False, self._eval_batch_size, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def bank_dataloader(self) -> DataLoader | None:
+        """Clean (eval-transformed) labeled training images, at most ``knn_bank_size``, for the
+        kNN monitor of SSL pretraining. ``None`` when there are no labels."""
+        labeled = [i for i, y in enumerate(self._train_labels.tolist()) if y >= 0][: self.hparams.knn_bank_size]
+        if not labeled or self.hparams.knn_bank_size <= 0:
+            return None
+        return self._loader(Subset(self.train_set, labeled), self._transform("eval"), False, self._eval_batch_size, False)
+
+    @property
+    def _eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "raw" in batch:
+            transform = self._device_transforms(batch["raw"].device)[batch["transform"]]
+            return transform.apply(batch["raw"], batch["labels"])
+        return batch
+
+    def _device_transforms(self, device: torch.device) -> dict[str, BatchTransform]:
+        cached = getattr(self, "_on_device", None)
+        if cached is None or cached[0] != device:
+            transforms = {name: self._transform(name) for name in ("train", "eval")}
+            for t in transforms.values():
+                t.transform.to(device)
+            self._on_device = (device, transforms)
+        return self._on_device[1]

@@ -1,0 +1,208 @@
+"""SimCLR (Chen et al. 2020): contrastive pretraining of an image encoder.
+
+One training step: two augmented views of each image (made by the DataModule) go through the
+encoder f and the projection head g; NT-Xent pulls the two views of an image together and pushes
+all other views of the (global) batch away. An online linear probe on detached features and a kNN
+classifier monitor representation quality during pretraining without touching the encoder.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_transfer.distributed import gather_no_grad, rank, world_size
+from lightning_transfer.errors import UserInputError
+from lightning_transfer.losses import nt_xent_loss
+from lightning_transfer.models.vision import ProjectionHead, build_backbone
+from lightning_transfer.modules.base import OptimizedModule
+from lightning_transfer.optim import split_decay_groups
+
+LR_SCALING = ("none", "linear", "sqrt")
+ENCODER_FORMAT = "lightning_transfer.encoder/v1"
+
+
+def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1) -> torch.Tensor:
+    """Weighted kNN class scores (Wu et al. 2018): each of the ``k`` most cosine-similar bank
+    features votes for its label with weight ``exp(sim / temperature)``. Returns ``Q x num_classes``."""
+    query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
+    sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
+    votes = torch.zeros(query.shape[0], num_classes, device=query.device)
+    return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())
+
+
+class SimCLRModule(OptimizedModule):
+    """SimCLR pretraining. Batches are ``{"views": (v1, v2), "labels": y}`` for training (labels
+    used only by the online probe; ``-1`` = unlabeled) and ``{"images", "labels"}`` for validation.
+
+    Encoder: ``backbone`` (a name for :func:`build_backbone`, or an ``nn.Module`` with
+    ``feature_dim``); head: ``ProjectionHead(feature_dim, projection_hidden_dim, projection_dim,
+    projection_layers)``. Optimizer: LARS by default (bias and norm parameters excluded from decay
+    and adaptation), warmup then cosine per step. ``lr_scaling="linear"`` uses
+    ``lr * global_batch / 256`` (the paper's 0.3 x B/256 with LARS), ``"sqrt"``:
+    ``lr * sqrt(global_batch)`` (0.075 x sqrt(B), better for small batches).
+    ``num_classes`` sizes the probe; ``None`` takes it from the DataModule (0 turns probe and kNN off).
+    """
+
+    def __init__(
+        self,
+        backbone: str | nn.Module = "resnet18",
+        in_channels: int = 3,
+        small_images: bool = True,
+        pretrained_weights: str | None = None,
+        feature_dim: int | None = None,
+        width: int = 32,
+        projection_hidden_dim: int = 2048,
+        projection_dim: int = 128,
+        projection_layers: int = 2,
+        temperature: float = 0.5,
+        gather: bool = True,
+        optimizer: str = "lars",
+        lr: float = 0.3,
+        lr_scaling: str = "linear",
+        weight_decay: float = 1e-6,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int | None = None,
+        warmup_fraction: float = 0.1,
+        schedule: str = "cosine",
+        min_lr_factor: float = 0.0,
+        num_classes: int | None = None,
+        probe_lr: float = 0.1,
+        knn_k: int = 200,
+        knn_temperature: float = 0.1,
+    ):
+        super().__init__()
+        if lr_scaling not in LR_SCALING:
+            raise UserInputError(f"unknown lr_scaling {lr_scaling!r}; choose one of {', '.join(LR_SCALING)}")
+        if temperature <= 0:
+            raise UserInputError(f"temperature must be > 0, got {temperature}")
+        self.save_hyperparameters()
+        self.backbone, self.feature_dim = build_backbone(backbone, in_channels, small_images, pretrained_weights, feature_dim, width)
+        self.projection = ProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, projection_layers)
+        self.probe: nn.Linear | None = None
+        if num_classes:
+            self._build_probe(num_classes)
+
+    # ---------------------------------------------------------------- set-up
+    def _build_probe(self, num_classes: int) -> None:
+        self.probe = nn.Linear(self.feature_dim, num_classes)
+        self.train_probe_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_probe_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_knn_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        channels = getattr(datamodule, "num_channels", None)
+        if channels is not None and channels != self.hparams.in_channels and not isinstance(self.hparams.backbone, nn.Module):
+            raise UserInputError(
+                f"the data has {channels} channel(s) but model.in_channels={self.hparams.in_channels}; set model.in_channels: {channels}"
+            )
+        if self.hparams.num_classes is None and self.probe is None:
+            if hasattr(datamodule, "setup"):
+                datamodule.setup(stage)
+            classes = getattr(datamodule, "num_classes", None) or 0
+            self.hparams.num_classes = classes  # saved with the checkpoint, so loading rebuilds the probe
+            if classes:
+                self._build_probe(classes)
+
+    def learning_rate(self) -> float:
+        batch = self.trainer.train_dataloader.batch_size if self.trainer.train_dataloader is not None else 256
+        global_batch = batch * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        scale = {"none": 1.0, "linear": global_batch / 256, "sqrt": math.sqrt(global_batch)}[self.hparams.lr_scaling]
+        return self.hparams.lr * scale
+
+    def param_groups(self) -> list[dict]:
+        encoder = [(n, p) for n, p in self.named_parameters() if not n.startswith("probe.")]
+        groups = split_decay_groups(encoder, self.hparams.weight_decay)
+        if self.probe is not None:  # plain SGD/Adam step for the probe: no LARS adaptation, no decay
+            groups.append({"params": list(self.probe.parameters()), "lr": self.hparams.probe_lr,
+                           "weight_decay": 0.0, "lars_exclude": True})
+        return groups
+
+    def configure_optimizers(self):
+        self.total_steps()  # makes the Trainer load the train dataloader, whose batch size scales the LR
+        return super().configure_optimizers()
+
+    # ---------------------------------------------------------------- steps
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder features h = f(x), ``B x feature_dim`` (what fine-tuning transfers)."""
+        return self.backbone(images)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        view1, view2 = batch["views"]
+        features = self.backbone(torch.cat([view1, view2]))  # one pass over both views: 2B x F
+        z1, z2 = self.projection(features).chunk(2)
+        loss = nt_xent_loss(z1, z2, self.hparams.temperature, gather=self.hparams.gather)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
+        if self.probe is not None:
+            loss = loss + self._probe_loss(features[: len(view1)].detach(), batch["labels"])
+        return loss
+
+    def _probe_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        labeled = labels >= 0
+        if not labeled.any():
+            return features.new_zeros(()) + 0.0 * sum(p.sum() for p in self.probe.parameters())
+        logits = self.probe(features[labeled].float())
+        probe_loss = F.cross_entropy(logits, labels[labeled])
+        self.train_probe_acc(logits, labels[labeled])
+        self.log("train/probe_acc", self.train_probe_acc, on_step=False, on_epoch=True)
+        return probe_loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._bank = self._compute_bank()
+
+    @torch.no_grad()
+    def _compute_bank(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Features and labels of clean training images for the kNN monitor, each process
+        encoding its share, then gathered."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if self.probe is None or self.hparams.knn_k <= 0 or not hasattr(datamodule, "bank_dataloader"):
+            return None
+        loader = datamodule.bank_dataloader()
+        if loader is None:
+            return None
+        features, labels = [], []
+        for i, batch in enumerate(loader):
+            if i % world_size() != rank():
+                continue
+            batch = datamodule.on_after_batch_transfer(self.transfer_batch_to_device(batch, self.device, 0), 0)
+            features.append(self.backbone(batch["images"]).float())
+            labels.append(batch["labels"])
+        feats = torch.cat(features) if features else torch.zeros(0, self.feature_dim, device=self.device)
+        labs = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=self.device)
+        return gather_no_grad(feats), gather_no_grad(labs)
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if self.probe is None:
+            return
+        images, labels = batch["images"], batch["labels"]
+        features = self.backbone(images).float()
+        self.val_probe_acc(self.probe(features), labels)
+        self.log("val/probe_acc", self.val_probe_acc, prog_bar=True)
+        if self._bank is not None and len(self._bank[0]):
+            scores = knn_predict(features, *self._bank, self.probe.out_features, self.hparams.knn_k, self.hparams.knn_temperature)
+            self.val_knn_acc(scores, labels)
+            self.log("val/knn_acc", self.val_knn_acc, prog_bar=True)
+
+    # ---------------------------------------------------------------- export
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The encoder's weights, keys without any module prefix (load into the same backbone)."""
+        return {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
+
+    def export_encoder(self, path: str) -> None:
+        """Write the encoder alone (weights + how to rebuild it) for :class:`FineTuneModule`."""
+        backbone = self.hparams.backbone
+        torch.save({
+            "format": ENCODER_FORMAT, "kind": "simclr", "modality": "image",
+            "encoder": {"backbone": backbone if isinstance(backbone, str) else None,
+                        "in_channels": self.hparams.in_channels, "small_images": self.hparams.small_images,
+                        "width": self.hparams.width, "feature_dim": self.feature_dim},
+            "state_dict": self.backbone_state_dict(),
+        }, path)
