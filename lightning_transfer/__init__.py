@@ -2,10 +2,31 @@
 
 Public API (see DESIGN.md): :class:`SimCLRModule`, :class:`BertPretrainModule`,
 :class:`FineTuneModule` and the DataModules :class:`ImageDataModule`,
-:class:`TextPretrainDataModule`, :class:`TextClassificationDataModule`.
+:class:`TextPretrainDataModule`, :class:`TextClassificationDataModule`. They are imported lazily,
+so ``import lightning_transfer.losses`` does not pull in Lightning.
 """
-from lightning_transfer.data.images import ImageDataModule
-from lightning_transfer.modules.simclr import SimCLRModule
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["SimCLRModule", "ImageDataModule"]
+
+_EXPORTS = {
+    "SimCLRModule": "lightning_transfer.modules.simclr",
+    "BertPretrainModule": "lightning_transfer.modules.bert_pretrain",
+    "FineTuneModule": "lightning_transfer.modules.finetune",
+    "ImageDataModule": "lightning_transfer.data.images",
+    "TextPretrainDataModule": "lightning_transfer.data.text",
+    "TextClassificationDataModule": "lightning_transfer.data.text",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lightning_transfer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])
