@@ -6,8 +6,6 @@ small ``convnet`` for quick CPU runs) or any ``nn.Module`` into an encoder that 
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 
@@ -134,12 +132,3 @@ class ProjectionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
-
-
-def freeze_batchnorm_stats(module: nn.Module) -> Callable[[], None]:
-    """Put every BatchNorm of ``module`` in eval mode (running statistics frozen). Returns nothing
-    useful; call it again after each ``.train()`` because Lightning re-enables train mode."""
-    for m in module.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    return None

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quickstart 1: set up (if needed) and run the main job on the offline demo data.
+# Extra arguments go to the demo, e.g. `bash scripts/demo.sh --quick --output-dir runs/demo`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+exec .venv/bin/python -m lightning_transfer.demo "$@"
