@@ -378,9 +378,11 @@ class ImageDataModule(pl.LightningDataModule):
     def bank_dataloader(self) -> DataLoader | None:
         """Clean (eval-transformed) labeled training images, at most ``knn_bank_size``, for the
         kNN monitor of SSL pretraining. ``None`` when there are no labels."""
-        labeled = [i for i, y in enumerate(self._train_labels.tolist()) if y >= 0][: self.hparams.knn_bank_size]
-        if not labeled or self.hparams.knn_bank_size <= 0:
+        labeled = torch.nonzero(self._train_labels >= 0).flatten()
+        if not len(labeled) or self.hparams.knn_bank_size <= 0:
             return None
+        order = torch.randperm(len(labeled), generator=torch.Generator().manual_seed(self.hparams.seed))
+        labeled = labeled[order[: self.hparams.knn_bank_size]].sort().values.tolist()  # a seeded random sample
         return self._loader(Subset(self.train_set, labeled), self._transform("eval"), False, self._eval_batch_size, False)
 
     @property

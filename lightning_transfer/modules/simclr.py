@@ -140,7 +140,6 @@ class SimCLRModule(OptimizedModule):
         z1, z2 = self.projection(features).chunk(2)
         loss = nt_xent_loss(z1, z2, self.hparams.temperature, gather=self.hparams.gather)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], prog_bar=False)
         if self.probe is not None:
             loss = loss + self._probe_loss(features[: len(view1)].detach(), batch["labels"])
         return loss

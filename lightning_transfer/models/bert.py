@@ -1,0 +1,538 @@
+"""Our BERT encoder (Devlin et al. 2018) in plain torch, with Hugging Face-compatible weights.
+
+Reading order, top to bottom, one block per screen:
+
+- :class:`BertConfig`: the Hugging Face field names and BERT-base defaults.
+- :class:`BertEmbeddings`: word + position + token type, then LayerNorm and dropout.
+- :class:`BertSelfAttention` / :class:`BertLayer`: post-LN transformer layer,
+  ``h = LN(x + Attn(x))``, ``out = LN(h + W2 act(W1 h))``.
+- :class:`BertModel`: embeddings, ``encoder.layer`` (a ``ModuleList``), pooler ``tanh(W h[:, 0])``.
+- :class:`BertForPretraining`: ``BertModel`` + masked-LM head (decoder tied to the word embeddings)
+  + next-sentence head. The vocabulary projection can run at the masked positions only.
+- ``from_pretrained`` / ``save_pretrained``: local Hugging Face directories (config.json plus
+  model.safetensors or pytorch_model.bin).
+
+Submodules carry Hugging Face's names (``encoder.layer.0.attention.self.query``, ``...output.LayerNorm``,
+``pooler.dense``, ``cls.predictions.transform.dense``), so loading a checkpoint is a plain
+``load_state_dict`` once ``bert.`` prefixes and unused extras are dropped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_transfer.errors import UserInputError, require
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact: x * Phi(x) with the erf, as in the original BERT
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+WEIGHTS_NAME = "model.safetensors"
+LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass
+class BertConfig:
+    """BERT sizes with Hugging Face's field names; the defaults are BERT-base (110M parameters).
+
+    Raises :class:`UserInputError` when ``hidden_size`` is not divisible by ``num_attention_heads``,
+    a size is not positive, a dropout is outside ``[0, 1)``, ``pad_token_id`` is outside the vocabulary
+    or ``hidden_act`` is not one of :data:`ACTIVATIONS`.
+    """
+
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    pad_token_id: int = 0
+    hidden_act: str = "gelu"
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            value = getattr(self, name)
+            require(isinstance(value, int) and value > 0, f"BertConfig.{name} must be a positive integer, got {value!r}")
+        require(
+            self.hidden_size % self.num_attention_heads == 0,
+            f"BertConfig.hidden_size={self.hidden_size} is not divisible by num_attention_heads="
+            f"{self.num_attention_heads}; choose sizes with hidden_size % num_attention_heads == 0",
+        )
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"BertConfig.{name} must be in [0, 1), got {value!r}")
+        require(0 <= self.pad_token_id < self.vocab_size,
+                f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size} tokens")
+        require(self.hidden_act in ACTIVATIONS,
+                f"BertConfig.hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "BertConfig":
+        """Build from a Hugging Face ``config.json`` dict: unknown keys and ``null`` values are ignored.
+
+        A ``model_type`` other than ``bert`` or a ``position_embedding_type`` other than ``absolute``
+        raises :class:`UserInputError` (this encoder implements neither)."""
+        model_type = values.get("model_type", "bert")
+        require(model_type == "bert",
+                f"config has model_type={model_type!r}, not 'bert'; this loader reads BERT checkpoints only")
+        position_type = values.get("position_embedding_type") or "absolute"
+        require(position_type == "absolute",
+                f"config has position_embedding_type={position_type!r}; only 'absolute' positions are implemented")
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in values.items() if key in names and value is not None})
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        require(path.is_file(), f"config file {path} does not exist; pass a Hugging Face BERT config.json")
+        try:
+            values = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise UserInputError(f"{path} is not valid JSON ({err}); pass a Hugging Face BERT config.json") from None
+        require(isinstance(values, dict), f"{path} does not hold a JSON object; pass a Hugging Face BERT config.json")
+        return cls.from_dict(values)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building blocks
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` that normalizes in float32 and returns the parameters' dtype.
+
+    Under CPU autocast a plain LayerNorm would run (and keep the residual stream) in bfloat16; here,
+    as under CUDA autocast, the statistics are float32 and the residual stream stays float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.float(), self.normalized_shape, self.weight.float(), self.bias.float(), self.eps)
+        return y.to(self.weight.dtype)
+
+
+def additive_attention_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Key-padding mask for SDPA: 0 where ``keep`` is True, a large negative number elsewhere.
+
+    ``keep`` is bool ``B x 1 x 1 x L``. The negative value is half of ``dtype``'s most negative finite
+    number: adding a score cannot overflow to -inf, so a query whose keys are ALL masked gets a
+    uniform (finite) softmax instead of NaN, in float32, float16 and bfloat16 alike.
+    """
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min / 2)
+
+
+class BertEmbeddings(nn.Module):
+    """``LN(E_word[ids] + E_pos[0..L-1] + E_type[token_type_ids])`` then dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # L
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))  # B x L x H
+
+
+class BertSelfAttention(nn.Module):
+    """Multi-head attention ``softmax(Q K^T / sqrt(d) + M) V`` with ``d = hidden_size / heads``, through
+    ``torch.nn.functional.scaled_dot_product_attention``; ``M`` is the additive key-padding mask."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout_p = config.attention_probs_dropout_prob
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        B, L, H = x.shape
+        q, k, v = (proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # B x heads x L x d
+                   for proj in (self.query, self.key, self.value))
+        mask = None if keep is None else additive_attention_mask(keep, q.dtype)  # B x 1 x 1 x L
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
+        return y.transpose(1, 2).reshape(B, L, H)
+
+
+class BertAddNorm(nn.Module):
+    """``LN(residual + dropout(W x + b))``: the output half of both sub-layers (HF's ``*.output``)."""
+
+    def __init__(self, in_features: int, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(in_features, config.hidden_size)
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(residual + self.dropout(self.dense(x)))
+
+
+class BertAttention(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(config)  # HF's name, hence the keys `attention.self.query...`
+        self.output = BertAddNorm(config.hidden_size, config)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        return self.output(self.self(x, keep), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(x))  # B x L x intermediate_size
+
+
+class BertLayer(nn.Module):
+    """Post-LN transformer layer: ``h = LN(x + Attn(x))``, ``out = LN(h + W2 act(W1 h))``."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(config)
+        self.intermediate = BertIntermediate(config)
+        self.output = BertAddNorm(config.intermediate_size, config)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        h = self.attention(x, keep)  # B x L x H
+        return self.output(self.intermediate(h), h)  # B x L x H
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        for layer in self.layer:
+            x = layer(x, keep)
+        return x
+
+
+class BertPooler(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(hidden[:, 0]))  # B x H, from the [CLS] position
+
+
+def init_bert_weights(module: nn.Module, std: float) -> None:
+    """Hugging Face's init: Linear and Embedding weights ~ N(0, std), biases 0 (the padding row of an
+    embedding too), LayerNorm weight 1 and bias 0. Use with ``model.apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The encoder
+
+
+class BertModel(nn.Module):
+    """BERT encoder: ``embeddings``, ``encoder.layer[0..N-1]`` and the ``pooler``.
+
+    ``model(input_ids, attention_mask=None, token_type_ids=None)`` returns the last hidden states.
+    Fine-tuning code may freeze ``model.embeddings`` and the bottom ``model.encoder.layer[:n]`` or give
+    them decayed learning rates. Weights load from and save to Hugging Face directories
+    (:meth:`from_pretrained`, :meth:`save_pretrained`); the state-dict keys are Hugging Face's.
+    """
+
+    hf_architecture = "BertModel"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+        self.apply(lambda module: init_bert_weights(module, config.initializer_range))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states, float ``B x L x hidden_size`` (bfloat16 parts under autocast).
+
+        ``input_ids``: int64 ``B x L`` with ``L <= max_position_embeddings`` (longer raises
+        :class:`UserInputError`). ``attention_mask``: ``B x L`` of 0/1 (any dtype, or bool), 1 for real
+        tokens; ``None`` attends everywhere. Padded positions still get (meaningless) hidden states; a
+        row whose mask is all zeros gives finite values, never NaN. ``token_type_ids``: ``B x L`` of
+        segment ids, zeros when ``None``.
+        """
+        require(input_ids.dim() == 2, f"input_ids must be batch x length, got shape {tuple(input_ids.shape)}")
+        require(
+            input_ids.shape[1] <= self.config.max_position_embeddings,
+            f"sequence length {input_ids.shape[1]} exceeds max_position_embeddings="
+            f"{self.config.max_position_embeddings}; truncate the inputs to at most that many tokens",
+        )
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # B x 1 x 1 x L
+        return self.encoder(self.embeddings(input_ids, token_type_ids), keep)
+
+    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Pooler output ``tanh(W h[:, 0] + b)``, ``B x hidden_size``, from :meth:`forward`'s output."""
+        return self.pooler(hidden)
+
+    def forward_with_pooler(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                            token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hidden B x L x H, pooled B x H)``."""
+        hidden = self(input_ids, attention_mask, token_type_ids)
+        return hidden, self.pooled(hidden)
+
+    # -- Hugging Face format ------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "BertModel":
+        """Load a local Hugging Face BERT directory: ``config.json`` plus ``model.safetensors`` or
+        ``pytorch_model.bin`` (or a sharded ``*.index.json``). Keys may carry the ``bert.`` prefix
+        (``BertForPreTraining``, ``BertForSequenceClassification`` checkpoints); task heads and
+        extras such as ``embeddings.position_ids`` are ignored; a missing pooler is initialized.
+        Anything that is not a BERT checkpoint raises :class:`UserInputError`."""
+        config, state = read_hf_checkpoint(directory)
+        model = cls(config)
+        encoder_state = {key: value for key, value in strip_bert_prefix(state).items() if not key.startswith("cls.")}
+        load_weights(model, encoder_state, directory, optional_prefixes=("pooler.",))
+        return model
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` that ``transformers.BertModel.from_pretrained``
+        loads with the same outputs. Returns the directory."""
+        return write_hf_checkpoint(directory, self.config, self.state_dict(), self.hf_architecture)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Pretraining heads
+
+
+class BertPredictionTransform(nn.Module):
+    """``LN(act(W h + b))`` before the vocabulary projection (HF's ``cls.predictions.transform``)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACTIVATIONS[config.hidden_act]
+        self.LayerNorm = LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.act(self.dense(x)))
+
+
+class BertMLMHead(nn.Module):
+    """Transform plus the decoder's own bias; the decoder weight is the word-embedding matrix, passed
+    in at call time so the tie cannot come undone (and the state dict holds it once)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.transform = BertPredictionTransform(config)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, x: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.transform(x), word_embeddings, self.bias)  # ... x vocab_size
+
+
+class BertForPretraining(nn.Module):
+    """BERT with the masked-LM and next-sentence heads (HF's ``BertForPreTraining`` weights).
+
+    MLM logits ``= LN(act(W h)) E^T + b`` with ``E`` the (tied) word embeddings; NSP logits
+    ``= W_nsp pooled + b`` (class 0 = the true next segment, 1 = a random one).
+
+    The vocabulary projection is most of the cost of a small model, so compute it where there are
+    labels only::
+
+        hidden = model.bert(input_ids, attention_mask, token_type_ids)   # B x L x H
+        selected = labels != -100                                         # B x L bool
+        mlm = model.mlm_logits(hidden, selected)                          # N x V, N = selected.sum()
+        loss = F.cross_entropy(mlm.float(), labels[selected])
+        nsp = model.nsp_logits(hidden)                                    # B x 2
+    """
+
+    hf_architecture = "BertForPreTraining"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config)
+        self.cls = nn.ModuleDict({
+            "predictions": BertMLMHead(config),
+            "seq_relationship": nn.Linear(config.hidden_size, 2),
+        })
+        self.cls.apply(lambda module: init_bert_weights(module, config.initializer_range))
+
+    def mlm_logits(self, hidden: torch.Tensor, masked_positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Masked-LM logits.
+
+        ``hidden``: ``B x L x H`` from ``self.bert``. ``masked_positions``: bool ``B x L``; the rows
+        ``hidden[masked_positions]`` (row-major order, the same order as ``labels[masked_positions]``)
+        are gathered BEFORE the transform and the vocabulary projection, giving ``N x vocab_size``.
+        ``None`` computes every position: ``B x L x vocab_size``. Boolean indexing synchronizes with
+        the device once (the count ``N`` is data dependent).
+        """
+        if masked_positions is not None:
+            require(masked_positions.dtype == torch.bool and masked_positions.shape == hidden.shape[:2],
+                    f"masked_positions must be a bool tensor of shape {tuple(hidden.shape[:2])}, got "
+                    f"{masked_positions.dtype} {tuple(masked_positions.shape)}; pass labels != -100")
+            hidden = hidden[masked_positions]  # N x H
+        return self.cls["predictions"](hidden, self.bert.embeddings.word_embeddings.weight)
+
+    def nsp_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-sentence logits ``B x 2`` from the pooled ``[CLS]`` state of ``hidden`` (``B x L x H``)."""
+        return self.cls["seq_relationship"](self.bert.pooled(hidden))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None,
+                masked_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mlm_logits, nsp_logits)``: ``N x V`` (or ``B x L x V`` when ``masked_positions`` is None)
+        and ``B x 2``. Arguments as in :meth:`BertModel.forward` and :meth:`mlm_logits`."""
+        hidden = self.bert(input_ids, attention_mask, token_type_ids)
+        return self.mlm_logits(hidden, masked_positions), self.nsp_logits(hidden)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "BertForPretraining":
+        """Load a local Hugging Face BERT directory (see :meth:`BertModel.from_pretrained`). The ``cls.*``
+        head weights load when present (a ``BertForPreTraining`` checkpoint) and keep their fresh
+        initialization otherwise (a plain ``BertModel`` checkpoint), so pretraining can continue from
+        either. The decoder stays tied to the word embeddings; a stored ``cls.predictions.decoder.*``
+        copy is ignored."""
+        config, state = read_hf_checkpoint(directory)
+        model = cls(config)
+        state = {key if key.startswith("cls.") else f"bert.{key}": value for key, value in strip_bert_prefix(state).items()}
+        state = {key: value for key, value in state.items() if not key.startswith("cls.predictions.decoder.")}
+        load_weights(model, state, directory, optional_prefixes=("bert.pooler.", "cls."))
+        return model
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` that ``transformers.BertForPreTraining`` loads
+        with the same logits (and ``transformers.BertModel`` with the same hidden states)."""
+        return write_hf_checkpoint(directory, self.config, self.state_dict(), self.hf_architecture)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading and writing Hugging Face directories
+
+
+def read_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, dict[str, torch.Tensor]]:
+    """``(config, raw state dict)`` of a local Hugging Face BERT directory; :class:`UserInputError`
+    when the directory, its config.json or its weights are missing or not a BERT."""
+    directory = Path(directory)
+    require(directory.is_dir(), f"{directory} is not a directory; pass a local Hugging Face BERT directory "
+            "(config.json plus model.safetensors or pytorch_model.bin)")
+    require((directory / "config.json").is_file(), f"{directory} has no config.json; pass a Hugging Face BERT directory")
+    config = BertConfig.from_json_file(directory / "config.json")
+    for name in (WEIGHTS_NAME, WEIGHTS_NAME + ".index.json", LEGACY_WEIGHTS_NAME, LEGACY_WEIGHTS_NAME + ".index.json"):
+        if (directory / name).is_file():
+            return config, _read_weights(directory / name)
+    raise UserInputError(f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; pass a Hugging Face BERT directory with its weights")
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.name.endswith(".index.json"):  # sharded: {"weight_map": {key: shard file}}
+        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        return {key: value for shard in shards for key, value in _read_weights(path.parent / shard).items()}
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a corrupt or truncated file: say which one
+        raise UserInputError(f"could not read weights from {path} ({type(err).__name__}: {err}); re-download or re-save it") from None
+
+
+def strip_bert_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``bert.`` prefix, rename old TF-converted ``LayerNorm.gamma/beta`` and remove buffers
+    Hugging Face stores but we compute (``embeddings.position_ids``)."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("bert.")
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        if key.endswith("position_ids"):
+            continue
+        out[key] = value
+    return out
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path,
+                 optional_prefixes: tuple[str, ...] = ()) -> None:
+    """``model.load_state_dict(state)`` that tolerates missing keys under ``optional_prefixes`` (they keep
+    their initialization) and ignores checkpoint keys the model does not have (task heads); a missing
+    encoder weight or a shape mismatch raises :class:`UserInputError`."""
+    own = model.state_dict()
+    mismatched = [f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
+                  for key, value in state.items() if key in own and value.shape != own[key].shape]
+    require(not mismatched, f"{source}: weight shapes differ from its config.json: {', '.join(mismatched[:3])}; "
+            "the weights and config.json do not belong together")
+    result = model.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
+    missing = [key for key in result.missing_keys if not key.startswith(optional_prefixes)]
+    require(not missing, f"{source} lacks {len(missing)} encoder weights (e.g. {missing[0] if missing else ''}); "
+            "it is not a BERT checkpoint this loader understands")
+    if any(key.startswith("pooler.") or key.startswith("bert.pooler.") for key in result.missing_keys):
+        warnings.warn(f"{source} has no pooler weights; the pooler keeps its random initialization", stacklevel=3)
+
+
+def write_hf_checkpoint(directory: str | Path, config: BertConfig, state: dict[str, torch.Tensor],
+                        architecture: str) -> Path:
+    """Write ``config.json`` (``model_type: bert``, ``architectures``) and ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    hf_config = {"architectures": [architecture], "model_type": "bert", **config.to_dict(),
+                 "position_embedding_type": "absolute", "tie_word_embeddings": True}
+    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
+    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
+    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
+    return directory
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "BertConfig",
+    "BertForPretraining",
+    "BertLayer",
+    "BertModel",
+    "additive_attention_mask",
+    "init_bert_weights",
+    "read_hf_checkpoint",
+]

@@ -1,0 +1,103 @@
+"""ImageDataModule: demo splits, batch formats, folders with bad files, offline errors."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_transfer.data.images import ImageDataModule, decode_image_file
+from lightning_transfer.errors import UserInputError
+from tests.helpers.images import write_image_folder
+
+
+def test_mnist_demo_splits_are_fixed_stratified_and_disjoint():
+    dm = ImageDataModule(source="mnist_demo", val_size=500, test_size=1000, seed=3, batch_size=32)
+    dm.setup("fit")
+    train, val, test = (set(s.indices) for s in (dm.train_set, dm.val_set, dm.test_set))
+    assert (len(train), len(val), len(test)) == (3500, 500, 1000)
+    assert not (train & val) and not (train & test) and not (val & test)
+    labels = dm.train_set.dataset.labels
+    assert labels[list(test)].bincount().tolist() == [100] * 10
+    again = ImageDataModule(source="mnist_demo", val_size=500, test_size=1000, seed=3)
+    again.setup("fit")
+    assert set(again.test_set.indices) == test
+    assert dm.num_classes == 10 and dm.num_channels == 1 and dm.image_size == 28
+
+
+def test_labels_per_class_subsets_training_only():
+    few = ImageDataModule(source="mnist_demo", mode="supervised", labels_per_class=5, batch_size=8)
+    full = ImageDataModule(source="mnist_demo", mode="supervised", batch_size=8)
+    few.setup("fit"), full.setup("fit")
+    labels = few.train_set.dataset.labels
+    assert labels[few.train_set.indices].bincount().tolist() == [5] * 10
+    assert few.test_set.indices == full.test_set.indices and few.val_set.indices == full.val_set.indices
+
+
+@pytest.mark.parametrize("augment_on", ["loader", "device"])
+def test_simclr_batches_hold_two_different_normalized_views(augment_on):
+    dm = ImageDataModule(source="mnist_demo", batch_size=16, augment_on=augment_on)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(batch, 0)
+    v1, v2 = batch["views"]
+    assert v1.shape == v2.shape == (16, 1, 28, 28) and v1.dtype == torch.float32
+    assert not torch.allclose(v1, v2)
+    assert batch["labels"].shape == (16,)
+    val = dm.on_after_batch_transfer(next(iter(dm.val_dataloader())), 0)
+    expected = (dm.val_set.dataset.images[dm.val_set.indices[0]].float() / 255 - 0.1307) / 0.3081
+    torch.testing.assert_close(val["images"][0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_image_folder_source_reads_classes_and_skips_unreadable_files(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=6)
+    (root / "dog" / "broken.png").write_bytes(b"not a png at all")
+    dm = ImageDataModule(source="folder", root=str(root), image_size=16, batch_size=4, val_size=2, test_size=2,
+                         augment_on="loader", drop_last=False)
+    dm.setup("fit")
+    assert dm.num_classes == 2 and dm.class_names == ["cat", "dog"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = [dm.on_after_batch_transfer(b, 0) for b in dm.train_dataloader()]
+        batches += [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
+        batches += [dm.on_after_batch_transfer(b, 0) for b in dm.test_dataloader()]
+    seen = sum(len(b["labels"]) for b in batches)
+    assert seen == 12  # 13 files, the broken one skipped
+    assert any("broken.png" in str(w.message) for w in caught)
+
+
+def test_decode_handles_palette_cmyk_16bit_and_grayscale(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "palette.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(tmp_path / "sixteen.png")
+    for name in ("palette.png", "cmyk.jpg", "sixteen.png"):
+        assert decode_image_file(tmp_path / name, 3, 8).shape == (3, 8, 8)
+        assert decode_image_file(tmp_path / name, 1, 8).dtype == torch.uint8
+
+
+def test_empty_and_unreadable_folders_are_one_clear_error(tmp_path):
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(UserInputError, match="no images found"):
+        ImageDataModule(source="folder", root=str(tmp_path / "empty")).setup("fit")
+    (tmp_path / "junk" / "cls").mkdir(parents=True)
+    for i in range(3):
+        (tmp_path / "junk" / "cls" / f"{i}.jpg").write_bytes(b"\x00" * 10)
+    with pytest.raises(UserInputError, match="cannot read any"):
+        ImageDataModule(source="folder", root=str(tmp_path / "junk")).setup("fit")
+    with pytest.raises(UserInputError, match="does not exist"):
+        ImageDataModule(source="folder", root=str(tmp_path / "nowhere")).setup("fit")
+
+
+def test_network_datasets_offline_fail_with_one_line(tmp_path):
+    with pytest.raises(UserInputError, match="cifar10 is not in .* could not be downloaded"):
+        ImageDataModule(source="cifar10", root=str(tmp_path), download=False).setup("fit")
+    with pytest.raises(UserInputError, match="could not load Hugging Face dataset"):
+        ImageDataModule(source="hf", hf_name="nobody/no-such-dataset").setup("fit")
+
+
+def test_bad_settings_are_rejected_early():
+    with pytest.raises(UserInputError, match="unknown image source"):
+        ImageDataModule(source="imagenet21k")
+    with pytest.raises(UserInputError, match="batch_size 4096 is larger"):
+        ImageDataModule(source="mnist_demo", batch_size=4096).setup("fit")
