@@ -8,7 +8,9 @@ Any LightningModule / LightningDataModule can be named by ``class_path`` (ours b
 from __future__ import annotations
 
 import os
+import re
 import sys
+from argparse import ArgumentError
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
@@ -32,19 +34,36 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TransferCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
+        parser_kwargs={"exit_on_error": False},  # errors reach main(), which prints them as one line
         args=args,
         run=run,
         auto_configure_optimizers=False,
     )
 
 
+def _user_error(err: BaseException) -> BaseException | None:
+    """The UserInputError (or argument error) behind ``err``: jsonargparse wraps errors raised
+    while it instantiates classes, so walk the cause/context chain."""
+    seen = err
+    while seen is not None:
+        if isinstance(seen, UserInputError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return err if isinstance(err, ArgumentError) else None
+
+
 def main(args: list[str] | None = None) -> None:
     try:
         build_cli(args)
-    except UserInputError as err:
-        if os.environ.get(TRACEBACK_ENV):
+    except Exception as err:  # noqa: BLE001 - anything else is re-raised below
+        found = _user_error(err)
+        if found is None or os.environ.get(TRACEBACK_ENV):
             raise
-        print(f"lightning-transfer: error: {err} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
+        message = " ".join(str(found).split())  # one line, whatever the source
+        problem = re.search(r"Problem with given class_path (.*?)(?: - Expected a|$)", message)
+        if problem:  # jsonargparse's Union report: keep the part that names the bad key
+            message = problem.group(1).strip()
+        print(f"lightning-transfer: error: {message} (set {TRACEBACK_ENV}=1 for the traceback)", file=sys.stderr)
         sys.exit(2)
 
 

@@ -55,9 +55,9 @@ __all__ = [
 
 # ITU-R 601-2 luma weights, the ones torchvision and PIL use for grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
-# CPU chunk size in output elements (4 MiB of float32): large enough to amortize per-op overhead,
+# CPU chunk size in output elements (16 MiB of float32): large enough to amortize per-op overhead,
 # small enough that glibc serves the temporaries from its heap instead of fresh mmap'ed pages.
-_CPU_CHUNK_ELEMENTS = 1 << 20
+_CPU_CHUNK_ELEMENTS = 1 << 22
 # Kernel taps below this are zeroed: exp(-x^2/2s^2) underflows to denormals for small sigma, and
 # denormal arithmetic is ~10x slower on x86. The change to the output is below 1e-9.
 _TAP_FLOOR = 1e-10
@@ -173,11 +173,11 @@ def resized_crop(
     if flip is not None:
         gx = torch.where(flip.to(device)[:, None], gx.flip(1), gx)
     grid = torch.empty(n, size, size, 2, device=device, dtype=dtype)
-    grid[..., 0] = gx[:, None, :]
-    grid[..., 1] = gy[:, :, None]
+    grid[..., 0] = gx.to(dtype)[:, None, :]
+    grid[..., 1] = gy.to(dtype)[:, :, None]
     out = F.grid_sample(images.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
     if not images.is_floating_point():
-        out.mul_(1.0 / 255.0)
+        out.mul_(1.0 / 255.0)  # on the (smaller) output; torch.mul(uint8, float) is 10x slower than .float()
     return out
 
 
@@ -197,8 +197,10 @@ def _per_sample(factors: torch.Tensor | float, images: torch.Tensor) -> torch.Te
 
 def _luma(images: torch.Tensor) -> torch.Tensor:
     """``B x 1 x H x W`` grayscale (ITU-R 601-2) of ``B x 3 x H x W`` float images."""
-    r, g, b = images.unbind(1)
-    return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze_(1)
+    n, _, height, width = images.shape
+    weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
+    # A (3,) @ (B, 3, HW) product reads the three planes once (a chain of adds reads them twice).
+    return torch.matmul(weights, images.reshape(n, 3, height * width)).view(n, 1, height, width)
 
 
 def adjust_brightness_(images: torch.Tensor, factors: torch.Tensor | float) -> torch.Tensor:
@@ -219,6 +221,7 @@ def adjust_contrast_(images: torch.Tensor, factors: torch.Tensor | float) -> tor
         mean = means @ weights
     else:
         mean = means[:, 0]
+    # mul_ + add_ rather than lerp/addcmul: those take a slow path with a broadcast B x 1 x 1 x 1 operand.
     return images.mul_(f).add_((1.0 - f) * mean.view(-1, 1, 1, 1)).clamp_(0.0, 1.0)
 
 
@@ -230,35 +233,44 @@ def adjust_saturation_(images: torch.Tensor, factors: torch.Tensor | float) -> t
     if images.shape[1] == 1:
         return images
     f = _per_sample(factors, images)
-    gray = _luma(images)
-    return images.mul_(f).addcmul_(gray, 1.0 - f).clamp_(0.0, 1.0)
+    return torch.lerp(_luma(images), images, f, out=images).clamp_(0.0, 1.0)
 
 
 def adjust_hue_(images: torch.Tensor, factors: torch.Tensor | float) -> torch.Tensor:
     """Rotate the HSV hue of each sample by ``factor`` turns (in [-0.5, 0.5]); returns ``images``.
 
     Same result as torchvision ``adjust_hue`` (rgb -> hsv, ``h <- (h + f) mod 1``, hsv -> rgb)
-    without building the HSV image: a hue rotation keeps each pixel's max ``V`` and min ``m``, and
-    the output channel ``n`` (5 for red, 3 for green, 1 for blue) is
-    ``V - (V - m) * clamp(min(k, 4 - k), 0, 1)`` with ``k = (n + 6 h) mod 6``. A no-op on
-    one-channel images.
+    without building the HSV image: a hue rotation keeps each pixel's max ``V`` and min ``m``, so
+    with the hue ``h`` in sextants ``[0, 6)`` and ``t_a = clamp(|h - a| - 1, 0, 1)`` the result is
+    ``R = m + (V - m) t_3``, ``G = V - (V - m) t_2``, ``B = V - (V - m) t_4``. Only arithmetic,
+    no ``torch.where`` (which is not vectorized on the CPU). A no-op on one-channel images.
     """
     if images.shape[1] == 1:
         return images
     shift = _per_sample(factors, images).view(-1, 1, 1) * 6.0
     r, g, b = images.unbind(1)
-    vmin, vmax = torch.aminmax(images, dim=1)
+    vmax = torch.maximum(r, g)
+    torch.maximum(vmax, b, out=vmax)
+    vmin = torch.minimum(r, g)
+    torch.minimum(vmin, b, out=vmin)
     chroma = vmax - vmin
-    # Hue in sextants [0, 6): which channel is the max decides the sextant pair.
-    from_r = g - b
-    from_g = (b - r).add_(chroma, alpha=2.0)
-    from_b = (r - g).add_(chroma, alpha=4.0)
-    hue = torch.where(vmax == r, from_r, torch.where(vmax == g, from_g, from_b))
-    hue.div_(torch.where(chroma > 0, chroma, torch.ones_like(chroma))).add_(shift)
-    for offset, channel in ((5.0, r), (3.0, g), (1.0, b)):
-        k = torch.remainder(hue + offset, 6.0)
-        ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-        torch.sub(vmax, ramp.mul_(chroma), out=channel)
+    # 1 where the channel is the max, else 0 (sign(x - max) is -1 or 0). The sextant formulas
+    # below agree at ties (the hue is continuous there), so any tie-break gives the exact hue.
+    is_r = torch.sub(r, vmax).sign_().add_(1.0)
+    is_g = torch.sub(g, vmax).sign_().add_(1.0)
+    is_g.addcmul_(is_g, is_r, value=-1.0)  # green is the max and red is not
+    hue = torch.sub(r, g).add_(chroma, alpha=4.0)  # blue: 4 + (r - g) / c
+    scratch = torch.sub(g, b).sub_(hue)  # red: (g - b) / c
+    hue.addcmul_(is_r, scratch)
+    torch.sub(b, r, out=scratch).add_(chroma, alpha=2.0).sub_(hue)  # green: 2 + (b - r) / c
+    hue.addcmul_(is_g, scratch)
+    hue.div_(chroma + 1e-30).add_(shift)  # gray pixels (chroma 0) get hue 0
+    hue.sub_(torch.mul(hue, 1.0 / 6.0, out=scratch).floor_(), alpha=6.0)  # mod 6; remainder() is 10x slower
+    # t_a = clamp(|h - a|, 1, 2) - 1, folded into the bases m - c and V + c.
+    low, high = vmin.sub_(chroma), vmax.add_(chroma)
+    for centre, base, sign, channel in ((3.0, low, 1.0, r), (2.0, high, -1.0, g), (4.0, high, -1.0, b)):
+        ramp = torch.sub(hue, centre, out=scratch).abs_().clamp_(1.0, 2.0)
+        torch.addcmul(base, chroma, ramp, value=sign, out=channel)
     return images
 
 
@@ -323,21 +335,26 @@ def _reflect_pad(images: torch.Tensor, radius: int, extra: int, dim: int) -> tor
     return out
 
 
-def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float, kernel_size: int) -> torch.Tensor:
+def gaussian_blur(
+    images: torch.Tensor, sigma: torch.Tensor | float, kernel_size: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Separable Gaussian blur of float ``B x C x H x W`` images with one ``sigma`` per sample.
 
     Matches torchvision ``gaussian_blur(image, [k, k], [s, s])``: taps ``exp(-x^2 / 2 s^2)`` for
     ``x`` in ``-r..r`` (``k = 2r + 1``, odd), normalized to sum 1, reflect padding. Each 1-D pass is
     a batched matmul with a banded block of width 32 (``32 + 2r`` taps per output instead of ``H``),
-    which runs at matrix-multiply speed where a grouped convolution does not. Returns a new tensor.
+    which runs at matrix-multiply speed where a grouped convolution does not. Writes into ``out``
+    (which may be ``images`` itself) or a new tensor, and returns it.
     """
     require(kernel_size % 2 == 1 and kernel_size > 0, f"blur kernel size must be odd and positive, got {kernel_size}")
     require(images.dim() == 4 and images.is_floating_point(), "gaussian_blur needs float B x C x H x W images")
     n, c, height, width = images.shape
     radius = kernel_size // 2
     require(radius < min(height, width), f"blur kernel {kernel_size} too large for {height}x{width} images")
+    if out is None:
+        out = torch.empty_like(images, memory_format=torch.contiguous_format)
     if radius == 0 or n == 0:
-        return images.clone()
+        return out.copy_(images)
     sig = torch.as_tensor(sigma, dtype=torch.float64, device=images.device).reshape(-1).expand(n)
     taps = _gaussian_taps(sig, kernel_size, images.dtype)
 
@@ -347,22 +364,20 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor | float, kernel_size
     padded = _reflect_pad(images, radius, blocks * block - width, dim=3)
     windows = padded.unfold(3, block + 2 * radius, block)  # n x c x H x blocks x (block + 2r)
     windows = windows.reshape(n, c * height * blocks, block + 2 * radius)
-    out = torch.bmm(windows, _band_matrices(taps, block)).view(n, c, height, blocks * block)
-    out = out[..., :width]
+    rows_blurred = torch.bmm(windows, _band_matrices(taps, block)).view(n, c, height, blocks * block)
 
     # Vertical pass: the transposed band on row windows, one bmm per block of rows.
     block = min(_BLUR_BLOCK, height)
     blocks = -(-height // block)
-    padded = _reflect_pad(out, radius, blocks * block - height, dim=2)
+    padded = _reflect_pad(rows_blurred[..., :width], radius, blocks * block - height, dim=2)
     band_t = _band_matrices(taps, block).transpose(1, 2)  # n x block x (block + 2r)
     band_t = band_t[:, None].expand(n, c, block, block + 2 * radius).reshape(n * c, block, block + 2 * radius)
-    result = images.new_empty(n, c, height, width)
     for j in range(blocks):
         rows = padded[:, :, j * block : j * block + block + 2 * radius, :].reshape(n * c, -1, width)
         part = torch.bmm(band_t, rows).view(n, c, block, width)
         keep = min(block, height - j * block)
-        result[:, :, j * block : j * block + keep].copy_(part[:, :, :keep])
-    return result
+        out[:, :, j * block : j * block + keep].copy_(part[:, :, :keep])
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -504,65 +519,74 @@ class SimCLRAugmentation(torch.nn.Module):
         n, c, height, width = images.shape
         params = self.sample_params(n, height, width, generator)
         out = torch.empty(n, c, self.image_size, self.image_size, device=images.device, dtype=torch.float32)
+        scale, shift = _normalization(self.mean, self.std, c, images.device)
         chunk = n if images.device.type != "cpu" else max(1, _CPU_CHUNK_ELEMENTS // (c * self.image_size**2))
-        mean, std = _norm_tensors(self.mean, self.std, c, images.device)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            view = self._augment(images[start:stop], _slice_params(params, start, stop))
-            torch.sub(view, mean, out=out[start:stop]).div_(std)
+            p = _take(params, slice(start, stop))
+            # Process the chunk sorted so that the samples sharing an op (and a jitter order) are
+            # contiguous and every op runs in place on a slice; the output is written unsorted.
+            order = torch.argsort(self._group_key(p), stable=True)
+            order_dev = order.to(images.device)
+            x = self._augment(images[start:stop].index_select(0, order_dev), _take(p, order))
+            x.mul_(scale).add_(shift)  # (x - mean) / std
+            inverse = torch.empty_like(order_dev)
+            inverse[order_dev] = torch.arange(stop - start, device=images.device)
+            torch.index_select(x.view(stop - start, -1), 0, inverse, out=out[start:stop].view(stop - start, -1))
         return out
 
+    def _jitter_code(self, p: AugmentationParams) -> torch.Tensor:
+        """Jitter order as one integer (base 4 digits of the permutation), 256 for no jitter."""
+        code = (p.order * torch.tensor([64, 16, 4, 1])).sum(dim=1)
+        return torch.where(p.jitter, code, torch.full_like(code, 256))
+
+    def _group_key(self, p: AugmentationParams) -> torch.Tensor:
+        """Sort key: blurred samples last, then grayscale, then by jitter order."""
+        return p.blur.long() * 1024 + p.grayscale.long() * 512 + self._jitter_code(p)
+
     def _augment(self, images: torch.Tensor, p: AugmentationParams) -> torch.Tensor:
-        """Crop, jitter, grayscale, blur, solarize one chunk; float images in [0, 1]."""
+        """Crop, jitter, grayscale, blur, solarize a sorted chunk; float images in [0, 1]."""
         device = images.device
         x = resized_crop(images, p.boxes, self.image_size, flip=p.flip if self.flip_prob > 0 else None)
 
-        if self.jitter_prob > 0 and any(s > 0 for s in self.jitter_strength):
-            # Group samples by their permutation of the four ops: at most 24 groups, each copied
-            # out and back once, and every op runs on as many samples at a time as possible.
-            active = [i for i, s in enumerate(self.jitter_strength) if s > 0]
-            codes = (p.order * torch.tensor([64, 16, 4, 1])).sum(dim=1)
-            codes = torch.where(p.jitter, codes, torch.full_like(codes, -1))
-            for code in torch.unique(codes).tolist():
-                if code < 0:
+        active = [i for i, s in enumerate(self.jitter_strength) if s > 0]
+        if self.jitter_prob > 0 and active:
+            factors = p.factors.to(device)
+            for code, a, b in _runs(self._jitter_code(p)):
+                if code == 256:
                     continue
-                rows = (codes == code).nonzero().squeeze(1)
-                ops = [int(o) for o in p.order[rows[0]].tolist() if o in active]
-                idx = rows.to(device)
-                whole = rows.numel() == x.shape[0]
-                sub = x if whole else x.index_select(0, idx)
-                factors = p.factors[rows].to(device)
-                for o in ops:
-                    _JITTER_OPS[o](sub, factors[:, o])
-                if not whole:
-                    x.index_copy_(0, idx, sub)
+                digits = (code // 64, code // 16 % 4, code // 4 % 4, code % 4)
+                for o in digits:
+                    if o in active:
+                        _JITTER_OPS[o](x[a:b], factors[a:b, o])
 
         if x.shape[1] == 3 and self.grayscale_prob > 0:
-            _apply_to(x, p.grayscale, rgb_to_grayscale_)
+            for flag, a, b in _runs(p.grayscale.long()):
+                if flag:
+                    rgb_to_grayscale_(x[a:b])
         if self.blur_prob > 0 and self.blur_kernel_size > 1:
-            rows = p.blur.nonzero().squeeze(1)
+            for flag, a, b in _runs(p.blur.long()):
+                if flag:
+                    gaussian_blur(x[a:b], p.sigma[a:b].to(device), self.blur_kernel_size, out=x[a:b])
+        if self.solarize_prob > 0:
+            rows = p.solarize.nonzero().squeeze(1)
             if rows.numel():
                 idx = rows.to(device)
-                x.index_copy_(0, idx, gaussian_blur(x.index_select(0, idx), p.sigma[rows].to(device), self.blur_kernel_size))
-        if self.solarize_prob > 0:
-            _apply_to(x, p.solarize, solarize_)
+                x.index_copy_(0, idx, solarize_(x.index_select(0, idx)))
         return x
 
 
-def _apply_to(x: torch.Tensor, mask: torch.Tensor, op) -> None:
-    """Apply the in-place ``op`` to the samples of ``x`` selected by the CPU bool ``mask``."""
-    rows = mask.nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return
-    if rows.numel() == x.shape[0]:
-        op(x)
-        return
-    idx = rows.to(x.device)
-    x.index_copy_(0, idx, op(x.index_select(0, idx)))
+def _runs(values: torch.Tensor) -> list[tuple[int, int, int]]:
+    """``(value, start, stop)`` for each run of equal consecutive values of a 1-D CPU tensor."""
+    uniq, counts = torch.unique_consecutive(values, return_counts=True)
+    stops = counts.cumsum(0).tolist()
+    starts = [0] + stops[:-1]
+    return list(zip(uniq.tolist(), starts, stops))
 
 
-def _slice_params(p: AugmentationParams, start: int, stop: int) -> AugmentationParams:
-    return AugmentationParams(**{k: v[start:stop] for k, v in vars(p).items()})
+def _take(p: AugmentationParams, index) -> AugmentationParams:
+    """The parameters of the samples selected by ``index`` (a slice or a CPU index tensor)."""
+    return AugmentationParams(**{k: v[index] for k, v in vars(p).items()})
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -581,6 +605,12 @@ def _norm_tensors(mean, std, channels: int, device) -> tuple[torch.Tensor, torch
         require(len(v) in (1, channels), f"{name} needs 1 or {channels} values, got {len(v)}")
         values.append(torch.tensor(v, dtype=torch.float32, device=device).expand(channels).reshape(1, channels, 1, 1))
     return values[0], values[1]
+
+
+def _normalization(mean, std, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(1 / std, -mean / std)`` so that normalizing is one fused multiply-add pass."""
+    m, s = _norm_tensors(mean, std, channels, device)
+    return 1.0 / s, -m / s
 
 
 class EvalTransform(torch.nn.Module):

@@ -186,7 +186,9 @@ class ImageDataModule(pl.LightningDataModule):
     ``label_fraction`` keep a stratified seeded subset of the *training* labels only.
 
     ``augment`` overrides :class:`SimCLRAugmentation` arguments (for example
-    ``{"flip_prob": 0.0, "blur_prob": 0.0}``). ``augment_on``: ``"loader"`` (in the DataLoader
+    ``{"flip_prob": 0.0, "blur_prob": 0.0}``). ``decode_size``: the square size folder and Hub images
+    are decoded to before the random crop (default ``image_size``; 256 for 224 px crops keeps
+    detail). ``augment_on``: ``"loader"`` (in the DataLoader
     workers), ``"device"`` (in ``on_after_batch_transfer``) or ``"auto"`` (device on GPU or without
     workers, loader otherwise).
     """
@@ -197,14 +199,15 @@ class ImageDataModule(pl.LightningDataModule):
         root: str = "data",
         mode: str = "simclr",
         image_size: int | None = None,
+        decode_size: int | None = None,
         channels: int | None = None,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
         persistent_workers: bool = False,
-        val_size: float | int = 500,
-        test_size: float | int = 1000,
+        val_size: int | float = 500,
+        test_size: int | float = 1000,
         labels_per_class: int | None = None,
         label_fraction: float | None = None,
         seed: int = 0,
@@ -262,7 +265,8 @@ class ImageDataModule(pl.LightningDataModule):
     # ----------------------------------------------------------------- sources
     def _load(self) -> tuple[Dataset, Dataset | None, torch.Tensor]:
         """Return ``(train_pool, given_test_or_None, train_pool_labels)``."""
-        source, root, c, size = self.hparams.source, self.hparams.root, self.num_channels, self.image_size
+        source, root, c = self.hparams.source, self.hparams.root, self.num_channels
+        size = self.hparams.decode_size or self.image_size
         if source == "mnist_demo":
             images, labels = load_mnist_demo()
             return TensorImageDataset(images, labels), None, labels
@@ -314,8 +318,9 @@ class ImageDataModule(pl.LightningDataModule):
                 f"could not load Hugging Face dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                 "it needs the network or a local HF cache; offline use source=folder with a local ImageFolder"
             ) from None
+        size = self.hparams.decode_size or self.image_size
         wrap = lambda split: HFImageDataset(loaded[split], self.hparams.image_column, self.hparams.label_column,  # noqa: E731
-                                            self.num_channels, self.image_size)
+                                            self.num_channels, size)
         train = wrap("train")
         test = wrap("test") if "test" in loaded else None
         return train, test, train.labels

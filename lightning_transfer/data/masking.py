@@ -79,7 +79,8 @@ def mask_whole_words(
     """
     special = _check(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability)
     require(word_ids.shape == input_ids.shape,
-            f"word_ids has shape {tuple(word_ids.shape)} but input_ids {tuple(input_ids.shape)}; pass one word id per token")
+            f"word_ids has shape {tuple(word_ids.shape)} but input_ids {tuple(input_ids.shape)}; "
+            "pass one word id per token")
     require(input_ids.dim() == 2, f"mask_whole_words needs batch x length inputs, got shape {tuple(input_ids.shape)}")
     word_ids = word_ids.to(input_ids.device)
     in_word = word_ids >= 0
@@ -88,7 +89,7 @@ def mask_whole_words(
     word_index = (starts.cumsum(dim=1) - 1).clamp(min=0)  # B x L: k for the k-th word of the row
     draw = _Draws(generator, input_ids.device)
     word_selected = draw.uniform(input_ids.shape) < mlm_probability  # B x L: one draw per possible word
-    selected = word_selected.gather(1, word_ids.clamp(min=0)) & in_word & ~special
+    selected = word_selected.gather(1, word_index) & in_word & ~special
     return _corrupt(input_ids, selected, special, mask_token_id, vocab_size, draw, exclude_ids)
 
 
@@ -116,7 +117,8 @@ def _check(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, mask_toke
             f"{tuple(input_ids.shape)}; pass one flag per token")
     require(0.0 <= mlm_probability <= 1.0, f"mlm_probability must be in [0, 1], got {mlm_probability}")
     require(0 <= mask_token_id < vocab_size,
-            f"mask_token_id={mask_token_id} is outside the vocabulary of {vocab_size} tokens; pass the tokenizer's [MASK] id")
+            f"mask_token_id={mask_token_id} is outside the vocabulary of {vocab_size} tokens; "
+            "pass the tokenizer's [MASK] id")
     return special_tokens_mask.to(input_ids.device).bool()
 
 

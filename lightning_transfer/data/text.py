@@ -563,6 +563,8 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             raise UserInputError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         if not 0 <= short_seq_prob <= 1:
             raise UserInputError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
+        if tokenizer is not None and not Path(tokenizer).expanduser().exists():
+            raise UserInputError(f"tokenizer path {tokenizer} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
         if tokenizer is None and vocab_size < 16:
             raise UserInputError(f"vocab_size must be at least 16 to train a tokenizer, got {vocab_size}")
         self.save_hyperparameters()
@@ -681,6 +683,8 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
                 )
             else:
                 columns = pack_sequences(docs, hp.max_seq_length, ids["cls"], ids["sep"], word_starts=doc_starts)
+            if not columns["input_ids"]:
+                continue  # datasets cannot reload an empty saved split; load() recreates it
             splits[name] = datasets.Dataset.from_dict(columns, features=_example_features(hp.whole_word_masking, hp.nsp))
             if name == "train" and hp.nsp and np.mean(columns["next_sentence_label"]) > 0.75:
                 warnings.warn(
@@ -703,8 +707,10 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             self._documents = None  # free the raw text
         if load:
             loaded = datasets.load_from_disk(str(path))
+            features = _example_features(self.hparams.whole_word_masking, self.hparams.nsp)
+            empty = datasets.Dataset.from_dict(_empty_columns(self.hparams.whole_word_masking, self.hparams.nsp), features=features)
             self.train_dataset = loaded["train"].with_format("numpy")
-            self.val_dataset = loaded["validation"].with_format("numpy")
+            self.val_dataset = (loaded["validation"] if "validation" in loaded else empty).with_format("numpy")
             self.cache_path, self.loaded_from_cache = path, from_cache
 
     def prepare_data(self) -> None:

@@ -56,7 +56,8 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, lowercase: bo
     ``min_frequency``: pairs rarer than this are not merged. An empty corpus (no non-blank text) raises
     :class:`UserInputError`.
     """
-    require(vocab_size > len(SPECIAL_TOKENS), f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
+    require(vocab_size > len(SPECIAL_TOKENS),
+            f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
     texts = iter(texts)
     first = next((text for text in texts if text.strip()), None)
     require(first is not None, "the tokenizer training corpus is empty (no non-blank text); pass at least one text")
@@ -78,7 +79,8 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     :class:`UserInputError`.
     """
     path = Path(path)
-    require(path.exists(), f"tokenizer path {path} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
+    require(path.exists(),
+            f"tokenizer path {path} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
     if path.is_dir():
         candidates = [path / "tokenizer.json", path / "vocab.txt"]
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
@@ -119,7 +121,8 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, model_max_length
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     by_id = {index: token for token, index in tokenizer.get_vocab(with_added_tokens=True).items()}
-    require(sorted(by_id) == list(range(len(by_id))), "the tokenizer's ids are not contiguous from 0; cannot write vocab.txt")
+    require(sorted(by_id) == list(range(len(by_id))),
+            "the tokenizer's ids are not contiguous from 0; cannot write vocab.txt")
     (directory / "vocab.txt").write_text("".join(by_id[index] + "\n" for index in range(len(by_id))), encoding="utf-8")
     normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
     lowercase = bool(normalizer.get("lowercase", False))

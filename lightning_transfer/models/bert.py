@@ -158,7 +158,8 @@ class BertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # L
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # B x L x H (+ L x H)
+        x = x + self.token_type_embeddings(token_type_ids)
         return self.dropout(self.LayerNorm(x))  # B x L x H
 
 
@@ -437,7 +438,8 @@ class BertForPretraining(nn.Module):
         copy is ignored."""
         config, state = read_hf_checkpoint(directory)
         model = cls(config)
-        state = {key if key.startswith("cls.") else f"bert.{key}": value for key, value in strip_bert_prefix(state).items()}
+        state = {key if key.startswith("cls.") else f"bert.{key}": value
+                 for key, value in strip_bert_prefix(state).items()}
         state = {key: value for key, value in state.items() if not key.startswith("cls.predictions.decoder.")}
         load_weights(model, state, directory, optional_prefixes=("bert.pooler.", "cls."))
         return model
@@ -463,7 +465,8 @@ def read_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, dict[str, tor
     for name in (WEIGHTS_NAME, WEIGHTS_NAME + ".index.json", LEGACY_WEIGHTS_NAME, LEGACY_WEIGHTS_NAME + ".index.json"):
         if (directory / name).is_file():
             return config, _read_weights(directory / name)
-    raise UserInputError(f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; pass a Hugging Face BERT directory with its weights")
+    raise UserInputError(f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; "
+                         "pass a Hugging Face BERT directory with its weights")
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -477,7 +480,8 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a corrupt or truncated file: say which one
-        raise UserInputError(f"could not read weights from {path} ({type(err).__name__}: {err}); re-download or re-save it") from None
+        raise UserInputError(f"could not read weights from {path} ({type(err).__name__}: {err}); "
+                             "re-download or re-save it") from None
 
 
 def strip_bert_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

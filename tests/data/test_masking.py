@@ -160,6 +160,17 @@ def test_whole_word_masking_selects_all_tokens_of_a_word_or_none():
     assert within_binomial(int((inputs[selected] == MASK).sum()), int(selected.sum()), 0.8)
 
 
+def test_whole_word_selection_rate_per_word_matches_mlm_probability():
+    rows, words, pieces = 2000, 30, 3  # [CLS] then 30 words of 3 tokens each
+    word_ids = torch.cat([torch.full((rows, 1), -1), torch.arange(words).repeat_interleave(pieces).expand(rows, -1)], 1)
+    input_ids = torch.randint(5, VOCAB, word_ids.shape).masked_fill(word_ids == -1, CLS)
+    _, labels = mask_whole_words(input_ids, word_ids, word_ids == -1, MASK, VOCAB, 0.15,
+                                 generator=torch.Generator().manual_seed(1))
+    chosen = (labels[:, 1:] != -100).view(rows, words, pieces)
+    assert (chosen.all(-1) | ~chosen.any(-1)).all()
+    assert within_binomial(int(chosen[..., 0].sum()), rows * words, 0.15)
+
+
 def test_whole_word_masking_is_reproducible_with_a_seeded_generator():
     input_ids, word_ids, special = words_batch(rows=20)
     first = mask_whole_words(input_ids, word_ids, special, MASK, VOCAB, generator=torch.Generator().manual_seed(5))

@@ -1,0 +1,374 @@
+"""BERT pretraining (Devlin et al. 2018): masked-language modelling plus next-sentence prediction.
+
+One training step (section 3.1 and appendix A.2 of the paper)::
+
+    hidden = BERT(input_ids, attention_mask, token_type_ids)                   # B x L x H
+    L_MLM  = CE(vocab logits at the N selected positions, their original ids)   # mean over N tokens
+    L_NSP  = CE(W tanh(W_p hidden[:, 0]), next_sentence_label)                  # mean over B pairs
+    L      = L_MLM + nsp_weight * L_NSP
+
+The vocabulary projection runs at the N selected positions only (``labels != -100``), gathered before
+the projection: for a small model that is most of the step. The DataModule does the masking
+(:mod:`lightning_transfer.data.masking`), so the module sees ready-made Hugging Face batches.
+
+Starting points: random weights sized by the ``BertConfig`` arguments, or ``pretrained``, a local
+Hugging Face BERT directory (continued, domain-adaptive pretraining; ``minilm_demo`` is the MiniLM-L6
+shipped for the offline demo). Export: :meth:`BertPretrainModule.save_pretrained` writes a
+``BertForPreTraining`` directory (plus the tokenizer) that ``transformers`` loads.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_transfer.errors import UserInputError, require
+from lightning_transfer.models.bert import ACTIVATIONS, BertConfig, BertForPretraining, BertModel
+from lightning_transfer.modules.base import OptimizedModule
+from lightning_transfer.optim import OPTIMIZERS, SCHEDULES
+
+IGNORE_INDEX = -100
+CHECKPOINT_KEY = "lightning_transfer"  # checkpoint["lightning_transfer"] = {"kind", "modality", "tokenizer"}
+CHECKPOINT_KIND = "bert_pretrain"
+BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_dropout_prob",
+               "attention_probs_dropout_prob", "hidden_act", "pad_token_id", "initializer_range")
+REQUIRED_KEYS = ("input_ids", "labels")
+
+
+def _minilm_directory() -> Path:
+    from lightning_transfer.data.sources import minilm_directory
+
+    return minilm_directory()
+
+
+ALIASES = {"minilm_demo": _minilm_directory}  # names accepted for `pretrained` and `tokenizer`
+
+
+def resolve_path(value: str, what: str) -> Path:
+    """``value`` as a path: aliases (``minilm_demo``) resolved, ``~`` expanded; a missing path raises
+    :class:`UserInputError` naming the argument ``what``."""
+    path = ALIASES[value]() if value in ALIASES else Path(value).expanduser()
+    require(path.exists(), f"{what}={value}: no such file or directory")
+    return path
+
+
+class ExpOfMean(MeanMetric):
+    """``exp`` of a (weighted) running mean: the perplexity of a mean cross-entropy. Taking the exp
+    after the token-weighted mean over the epoch (and over processes) gives the corpus perplexity,
+    which the mean of per-batch perplexities is not."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().exp()
+
+
+class PretrainingOutput(NamedTuple):
+    """What :meth:`BertPretrainModule.pretraining_losses` returns for one batch."""
+
+    loss: torch.Tensor  # L_MLM + nsp_weight * L_NSP, scalar (what backward sees)
+    mlm_loss: torch.Tensor  # mean CE over the N selected tokens, float32 scalar (0 when N = 0)
+    mlm_logits: torch.Tensor  # N x vocab_size, at the selected positions in row-major order
+    mlm_labels: torch.Tensor  # N original token ids
+    nsp_loss: torch.Tensor | None  # mean CE over the B pairs, None when NSP is off
+    nsp_logits: torch.Tensor | None  # B x 2
+    nsp_labels: torch.Tensor | None  # B (0 = true next segment, 1 = random)
+
+
+class BertPretrainModule(OptimizedModule):
+    """Masked-LM (+ next-sentence) pretraining of a BERT encoder.
+
+    Batches are dicts with Hugging Face key names (``TextPretrainDataModule`` makes them):
+    ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 ``B x L``), ``labels`` (``B x L``, the
+    original id at positions selected for prediction, -100 elsewhere) and, when ``nsp=True``,
+    ``next_sentence_label`` (``B``; 0 = the true next segment, 1 = a random one).
+
+    Args:
+        vocab_size ... initializer_range: the :class:`~lightning_transfer.models.bert.BertConfig`
+            fields (defaults: BERT-base). ``vocab_size=None`` takes it from ``tokenizer`` when given,
+            else from the DataModule's tokenizer in :meth:`setup`; the resolved value is stored in
+            the hyperparameters, so ``load_from_checkpoint(path)`` rebuilds the model alone.
+        pretrained: a local Hugging Face BERT directory to continue pretraining from (its
+            ``config.json`` overrides the size arguments; ``cls.*`` heads load when present), or
+            ``minilm_demo``. ``load_from_checkpoint`` reads it again (the checkpoint's weights then
+            replace its weights); pass ``pretrained=None`` there when the directory is gone.
+        tokenizer: a tokenizer path (``tokenizer.json``, ``vocab.txt`` or a directory) or
+            ``minilm_demo``; optional. Used to size ``vocab_size``, to check the DataModule's
+            tokenizer and for :meth:`save_pretrained`. With ``pretrained`` it defaults to the
+            tokenizer in that directory, otherwise to the DataModule's. It is stored in checkpoints.
+        nsp: train next-sentence prediction (the batches must carry ``next_sentence_label``); with
+            ``False`` the pooler and NSP head are frozen (unused parameters would stall DDP).
+        nsp_weight: ``L = L_MLM + nsp_weight * L_NSP``.
+        optimizer, lr, weight_decay, momentum, betas, warmup_steps, warmup_fraction, schedule,
+            min_lr_factor: see :class:`~lightning_transfer.modules.base.OptimizedModule`. Defaults are
+            the paper's: AdamW, lr 1e-4, betas (0.9, 0.999), decay 0.01 (none on biases and LayerNorm),
+            1% linear warmup (BERT: 10k of 1M steps; RoBERTa uses ~6%), then linear decay to 0.
+            Clip gradients with the Trainer's ``gradient_clip_val`` (1.0 in the configs).
+
+    Logged (torchmetrics, correct under DDP), for ``train`` and ``val``: ``{stage}/mlm_loss``
+    (token-level mean over the epoch), ``{stage}/mlm_acc``, ``{stage}/mlm_ppl`` (``exp`` of the epoch's
+    mean MLM loss), ``{stage}/nsp_loss`` and ``{stage}/nsp_acc`` (NSP on); ``train/loss`` every step,
+    ``val/loss`` (``val/mlm_loss + nsp_weight * val/nsp_loss``) per epoch.
+
+    Bad arguments, a tokenizer whose vocabulary differs from the model's, and ``nsp=True`` with data
+    without NSP labels raise :class:`~lightning_transfer.errors.UserInputError`.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        layer_norm_eps: float = 1e-12,
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        hidden_act: str = "gelu",
+        pad_token_id: int = 0,
+        initializer_range: float = 0.02,
+        pretrained: str | None = None,
+        tokenizer: str | None = None,
+        nsp: bool = True,
+        nsp_weight: float = 1.0,
+        optimizer: str = "adamw",
+        lr: float = 1e-4,
+        weight_decay: float = 0.01,
+        momentum: float = 0.9,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int | None = None,
+        warmup_fraction: float = 0.01,
+        schedule: str = "linear",
+        min_lr_factor: float = 0.0,
+    ):
+        super().__init__()
+        require(optimizer.lower() in OPTIMIZERS, f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        require(schedule in SCHEDULES, f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        require(lr > 0, f"lr must be > 0, got {lr}")
+        require(nsp_weight >= 0, f"nsp_weight must be >= 0, got {nsp_weight}")
+        require(0 <= warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
+        require(warmup_steps is None or warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
+        require(0 <= min_lr_factor <= 1, f"min_lr_factor must be in [0, 1], got {min_lr_factor}")
+        self.save_hyperparameters()
+        self.model: BertForPretraining | None = None
+        self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
+        self._pretrained_dir = resolve_path(pretrained, "pretrained") if pretrained is not None else None
+        if self._pretrained_dir is not None:
+            self._adopt_pretrained_config(self._pretrained_dir)
+        elif vocab_size is None and tokenizer is not None:
+            self.hparams.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self.bert_config(placeholder_vocab=True)  # bad sizes fail here, not after the data is ready
+        self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
+        if self.hparams.vocab_size is not None:
+            self.configure_model()
+
+    # ---------------------------------------------------------------- building
+    def _adopt_pretrained_config(self, directory: Path) -> None:
+        config = BertConfig.from_json_file(directory / "config.json")
+        given = self.hparams.vocab_size
+        require(given is None or given == config.vocab_size,
+                f"vocab_size={given} differs from the {config.vocab_size} of pretrained={self.hparams.pretrained}; "
+                "leave vocab_size unset (null) to use the pretrained model's")
+        self.hparams.update({name: getattr(config, name) for name in BERT_FIELDS})
+
+    def bert_config(self, placeholder_vocab: bool = False) -> BertConfig:
+        """The :class:`BertConfig` of the hyperparameters (``vocab_size`` must be resolved unless
+        ``placeholder_vocab``, which only validates the other sizes)."""
+        values = {name: self.hparams[name] for name in BERT_FIELDS}
+        if values["vocab_size"] is None:
+            require(placeholder_vocab, "vocab_size is unknown: set model.vocab_size or model.tokenizer, or train with a "
+                    "DataModule that exposes .tokenizer (TextPretrainDataModule)")
+            values["vocab_size"] = values["pad_token_id"] + 1
+        require(values["hidden_act"] in ACTIVATIONS,
+                f"hidden_act={values['hidden_act']!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        return BertConfig(**values)
+
+    def configure_model(self) -> None:
+        """Build the network once ``vocab_size`` is known (here, in ``__init__`` or in :meth:`setup`)."""
+        if self.model is not None:
+            return
+        if self._pretrained_dir is not None:
+            model = BertForPretraining.from_pretrained(self._pretrained_dir)
+        else:
+            model = BertForPretraining(self.bert_config())
+        if not self.hparams.nsp:  # unused without NSP: frozen, so DDP and the optimizer skip them
+            for part in (model.bert.pooler, model.cls["seq_relationship"]):
+                part.requires_grad_(False)
+        self.model = model
+
+    @staticmethod
+    def _stage_metrics() -> nn.ModuleDict:
+        return nn.ModuleDict({
+            "mlm_loss": MeanMetric(), "mlm_ppl": ExpOfMean(), "mlm_acc": MeanMetric(),
+            "nsp_loss": MeanMetric(), "nsp_acc": MulticlassAccuracy(2, average="micro"),
+        })
+
+    @property
+    def encoder(self) -> BertModel:
+        """The BERT encoder (what fine-tuning transfers)."""
+        require(self.model is not None, "the model is not built yet: vocab_size is unknown until setup() "
+                "(or pass vocab_size / tokenizer / pretrained)")
+        return self.model.bert
+
+    @property
+    def tokenizer(self):
+        """The ``tokenizers.Tokenizer`` of this model, or None when unknown: the ``tokenizer`` argument,
+        else the ``pretrained`` directory's, else the DataModule's (after :meth:`setup`) or the one a
+        checkpoint stored."""
+        if self._tokenizer is None:
+            from lightning_transfer.data.tokenizer import load_tokenizer
+
+            if self.hparams.tokenizer is not None:
+                self._tokenizer = load_tokenizer(resolve_path(self.hparams.tokenizer, "tokenizer"))
+            elif self._pretrained_dir is not None and any(
+                    (self._pretrained_dir / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+                self._tokenizer = load_tokenizer(self._pretrained_dir)
+        return self._tokenizer
+
+    # ---------------------------------------------------------------- checks against the data
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_tokenizer = getattr(datamodule, "tokenizer", None)
+        data_hparams = getattr(datamodule, "hparams", None) or {}
+        if self.hparams.vocab_size is None:
+            size = data_tokenizer.get_vocab_size(with_added_tokens=True) if data_tokenizer is not None \
+                else getattr(datamodule, "vocab_size", None)
+            require(isinstance(size, int), "vocab_size is unknown: set model.vocab_size or model.tokenizer, or use a "
+                    "DataModule that exposes .tokenizer (TextPretrainDataModule)")
+            self.hparams.vocab_size = size  # saved with the checkpoint, so loading rebuilds the same model
+            self.configure_model()
+        if data_tokenizer is not None:
+            self._check_data_tokenizer(data_tokenizer)
+        self._check_data_settings(data_hparams)
+
+    def _check_data_tokenizer(self, data_tokenizer) -> None:
+        data_size = data_tokenizer.get_vocab_size(with_added_tokens=True)
+        origin = f"pretrained={self.hparams.pretrained}" if self.hparams.pretrained else "the model"
+        require(data_size == self.hparams.vocab_size,
+                f"the data's tokenizer has {data_size} tokens but {origin} has vocab_size={self.hparams.vocab_size}; "
+                "give the DataModule the model's tokenizer (data.tokenizer) or set model.vocab_size: "
+                f"{data_size} for a model trained from scratch")
+        own = self.tokenizer
+        if own is None:
+            self._tokenizer = data_tokenizer  # exported with the model and stored in checkpoints
+        elif own.get_vocab(with_added_tokens=True) != data_tokenizer.get_vocab(with_added_tokens=True):
+            raise UserInputError(
+                f"the data's tokenizer and the model's tokenizer ({self.hparams.tokenizer or self.hparams.pretrained}) "
+                f"both have {data_size} tokens but map them to different ids; use the same tokenizer for both")
+
+    def _check_data_settings(self, data_hparams) -> None:
+        data_nsp = data_hparams.get("nsp")
+        if self.hparams.nsp and data_nsp is False:
+            raise UserInputError("model.nsp=True needs batches with next_sentence_label but the DataModule has nsp=False; "
+                                 "set model.nsp: false or data.nsp: true")
+        if not self.hparams.nsp and data_nsp:
+            warnings.warn("the DataModule builds NSP pairs (nsp=True) but model.nsp=False ignores their labels; "
+                          "set data.nsp: false to pack full sequences instead", UserWarning, stacklevel=2)
+        length = data_hparams.get("max_seq_length")
+        limit = self.hparams.max_position_embeddings
+        require(length is None or length <= limit,
+                f"data.max_seq_length={length} exceeds the model's max_position_embeddings={limit}; "
+                f"set data.max_seq_length <= {limit}")
+
+    # ---------------------------------------------------------------- the algorithm
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Last hidden states of the encoder, ``B x L x hidden_size``."""
+        return self.encoder(input_ids, attention_mask, token_type_ids)
+
+    def pretraining_losses(self, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
+        """The MLM (+ NSP) losses of one batch, without logging (see :class:`PretrainingOutput`).
+
+        Cross-entropies are computed in float32 whatever the autocast dtype. A batch without selected
+        tokens gives ``mlm_loss = 0`` (still connected to the graph), never NaN."""
+        missing = [key for key in REQUIRED_KEYS if key not in batch]
+        require(not missing, f"the batch lacks {missing}; a pretraining batch has input_ids, attention_mask, "
+                "token_type_ids, labels (-100 where not masked) and next_sentence_label when nsp=True")
+        labels = batch["labels"]
+        hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        selected = labels != IGNORE_INDEX  # B x L
+        mlm_logits = self.model.mlm_logits(hidden, selected).float()  # N x V
+        mlm_labels = labels[selected]  # N
+        # sum / max(N, 1): the mean over selected tokens, and 0 (not 0/0) for a batch without any
+        mlm_loss = F.cross_entropy(mlm_logits, mlm_labels, reduction="sum") / max(mlm_labels.numel(), 1)
+        loss, nsp_loss, nsp_logits, nsp_labels = mlm_loss, None, None, None
+        if self.hparams.nsp:
+            require("next_sentence_label" in batch, "model.nsp=True but the batch has no next_sentence_label; set "
+                    "model.nsp: false, or use a DataModule with nsp=True")
+            nsp_labels = batch["next_sentence_label"].view(-1)
+            nsp_logits = self.model.nsp_logits(hidden).float()  # B x 2
+            nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
+            loss = mlm_loss + self.hparams.nsp_weight * nsp_loss
+        return PretrainingOutput(loss, mlm_loss, mlm_logits, mlm_labels, nsp_loss, nsp_logits, nsp_labels)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out = self.pretraining_losses(batch)
+        self._update_metrics("train", out)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self._update_metrics("val", self.pretraining_losses(batch))
+
+    def _update_metrics(self, stage: str, out: PretrainingOutput) -> None:
+        """Token-weighted MLM means (so the epoch value is the mean over all selected tokens of all
+        processes) and pair-level NSP means; Lightning computes and resets them each epoch."""
+        metrics = getattr(self, f"{stage}_metrics")
+        num = out.mlm_labels.numel()
+        if num:
+            mlm_loss = out.mlm_loss.detach()
+            metrics["mlm_loss"].update(mlm_loss, num)
+            metrics["mlm_ppl"].update(mlm_loss, num)
+            metrics["mlm_acc"].update((out.mlm_logits.detach().argmax(-1) == out.mlm_labels).float())
+        for name in ("mlm_loss", "mlm_ppl", "mlm_acc"):
+            self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True, prog_bar=name == "mlm_loss")
+        if out.nsp_loss is not None:
+            metrics["nsp_loss"].update(out.nsp_loss.detach(), out.nsp_labels.numel())
+            metrics["nsp_acc"].update(out.nsp_logits.detach(), out.nsp_labels)
+            for name in ("nsp_loss", "nsp_acc"):
+                self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.val_metrics
+        loss = metrics["mlm_loss"].compute()  # synchronized over processes; cached for Lightning's log
+        if self.hparams.nsp:
+            loss = loss + self.hparams.nsp_weight * metrics["nsp_loss"].compute()
+        self.log("val/loss", loss, prog_bar=True)
+
+    # ---------------------------------------------------------------- checkpoints and export
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint (``kind``/``modality`` let fine-tuning recognize it) and store the
+        tokenizer, so the checkpoint alone can export a complete Hugging Face directory."""
+        tokenizer = self._tokenizer
+        checkpoint[CHECKPOINT_KEY] = {"kind": CHECKPOINT_KIND, "modality": "text",
+                                      "tokenizer": tokenizer.to_str() if tokenizer is not None else None}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = (checkpoint.get(CHECKPOINT_KEY) or {}).get("tokenizer")
+        if self._tokenizer is None and stored:
+            from tokenizers import Tokenizer
+
+            self._tokenizer = Tokenizer.from_str(stored)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a Hugging Face directory: ``config.json`` + ``model.safetensors`` in
+        ``BertForPreTraining`` format (encoder, MLM and NSP heads; ``transformers.BertModel`` and
+        ``BertForPreTraining`` load it) and, when the tokenizer is known, ``tokenizer.json``,
+        ``vocab.txt`` and ``tokenizer_config.json`` (``AutoTokenizer`` loads them). Returns the directory."""
+        require(self.model is not None, "the model is not built yet (vocab_size unknown); train it or pass vocab_size")
+        directory = self.model.save_pretrained(directory)
+        if self.tokenizer is not None:
+            from lightning_transfer.data.tokenizer import save_tokenizer
+
+            save_tokenizer(self.tokenizer, directory, model_max_length=self.hparams.max_position_embeddings)
+        return directory
+
+
+__all__ = ["BertPretrainModule", "ExpOfMean", "PretrainingOutput"]
