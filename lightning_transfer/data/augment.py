@@ -55,9 +55,9 @@ __all__ = [
 
 # ITU-R 601-2 luma weights, the ones torchvision and PIL use for grayscale.
 _LUMA = (0.2989, 0.587, 0.114)
-# CPU chunk size in output elements (16 MiB of float32): large enough to amortize per-op overhead,
+# CPU chunk size in output elements (4 MiB of float32): large enough to amortize per-op overhead,
 # small enough that glibc serves the temporaries from its heap instead of fresh mmap'ed pages.
-_CPU_CHUNK_ELEMENTS = 1 << 22
+_CPU_CHUNK_ELEMENTS = 1 << 20
 # Kernel taps below this are zeroed: exp(-x^2/2s^2) underflows to denormals for small sigma, and
 # denormal arithmetic is ~10x slower on x86. The change to the output is below 1e-9.
 _TAP_FLOOR = 1e-10
@@ -166,7 +166,16 @@ def resized_crop(
     n, _, height, width = images.shape
     require(boxes.shape == (n, 4), f"resized_crop needs B x 4 boxes, got {tuple(boxes.shape)} for B={n}")
     dtype = images.dtype if images.is_floating_point() else torch.float32
-    device = images.device
+    out = _resample(images.to(dtype), boxes, size, flip)
+    if not images.is_floating_point():
+        out.mul_(1.0 / 255.0)  # on the (smaller) output; torch.mul(uint8, float) is 10x slower than .float()
+    return out
+
+
+def _resample(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None) -> torch.Tensor:
+    """:func:`resized_crop` of float images, values kept as they are."""
+    n, _, height, width = images.shape
+    dtype, device = images.dtype, images.device
     boxes = boxes.to(device)
     gy = _source_coordinates(boxes[:, 0], boxes[:, 2], size, height)  # n x size
     gx = _source_coordinates(boxes[:, 1], boxes[:, 3], size, width)
@@ -175,10 +184,7 @@ def resized_crop(
     grid = torch.empty(n, size, size, 2, device=device, dtype=dtype)
     grid[..., 0] = gx.to(dtype)[:, None, :]
     grid[..., 1] = gy.to(dtype)[:, :, None]
-    out = F.grid_sample(images.to(dtype), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    if not images.is_floating_point():
-        out.mul_(1.0 / 255.0)  # on the (smaller) output; torch.mul(uint8, float) is 10x slower than .float()
-    return out
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,6 +194,9 @@ def resized_crop(
 
 def _per_sample(factors: torch.Tensor | float, images: torch.Tensor) -> torch.Tensor:
     """Factors as a ``B x 1 x 1 x 1`` tensor on the images' device and dtype."""
+    if (isinstance(factors, torch.Tensor) and factors.dim() == 4 and factors.dtype == images.dtype
+            and factors.shape[0] == images.shape[0]):
+        return factors  # already shaped by the caller (the augmentation's hot loop)
     f = torch.as_tensor(factors, dtype=images.dtype, device=images.device).reshape(-1)
     if f.numel() == 1:
         f = f.expand(images.shape[0])
@@ -249,28 +258,34 @@ def adjust_hue_(images: torch.Tensor, factors: torch.Tensor | float) -> torch.Te
         return images
     shift = _per_sample(factors, images).view(-1, 1, 1) * 6.0
     r, g, b = images.unbind(1)
-    vmax = torch.maximum(r, g)
-    torch.maximum(vmax, b, out=vmax)
-    vmin = torch.minimum(r, g)
-    torch.minimum(vmin, b, out=vmin)
-    chroma = vmax - vmin
-    # 1 where the channel is the max, else 0 (sign(x - max) is -1 or 0). The sextant formulas
+    # One allocation for the six planes of scratch; every op below writes in place or with out=,
+    # per plane (ops broadcasting a B x 1 x H x W plane over the channels are slow on the CPU).
+    vmax, chroma, hue, scratch, is_r, is_g = images.new_empty(6, *r.shape).unbind(0)
+    torch.amax(images, dim=1, out=vmax)
+    torch.amin(images, dim=1, out=chroma)
+    torch.sub(vmax, chroma, out=chroma)
+    # 1 where red (green) is the max, else 0, from sign(x - max) in {-1, 0}. The sextant formulas
     # below agree at ties (the hue is continuous there), so any tie-break gives the exact hue.
-    is_r = torch.sub(r, vmax).sign_().add_(1.0)
-    is_g = torch.sub(g, vmax).sign_().add_(1.0)
+    torch.sub(r, vmax, out=is_r).sign_().add_(1.0)
+    torch.sub(g, vmax, out=is_g).sign_().add_(1.0)
     is_g.addcmul_(is_g, is_r, value=-1.0)  # green is the max and red is not
-    hue = torch.sub(r, g).add_(chroma, alpha=4.0)  # blue: 4 + (r - g) / c
-    scratch = torch.sub(g, b).sub_(hue)  # red: (g - b) / c
+    torch.sub(r, g, out=hue).add_(chroma, alpha=4.0)  # blue is the max: 4 + (r - g) / c
+    torch.sub(g, b, out=scratch).sub_(hue)  # red: (g - b) / c
     hue.addcmul_(is_r, scratch)
     torch.sub(b, r, out=scratch).add_(chroma, alpha=2.0).sub_(hue)  # green: 2 + (b - r) / c
     hue.addcmul_(is_g, scratch)
-    hue.div_(chroma + 1e-30).add_(shift)  # gray pixels (chroma 0) get hue 0
+    # Gray pixels (chroma 0) get hue 0 and keep their value: c = 1e-30 changes nothing else.
+    hue.div_(chroma.clamp_(min=1e-30)).add_(shift)
     hue.sub_(torch.mul(hue, 1.0 / 6.0, out=scratch).floor_(), alpha=6.0)  # mod 6; remainder() is 10x slower
-    # t_a = clamp(|h - a|, 1, 2) - 1, folded into the bases m - c and V + c.
-    low, high = vmin.sub_(chroma), vmax.add_(chroma)
-    for centre, base, sign, channel in ((3.0, low, 1.0, r), (2.0, high, -1.0, g), (4.0, high, -1.0, b)):
-        ramp = torch.sub(hue, centre, out=scratch).abs_().clamp_(1.0, 2.0)
-        torch.addcmul(base, chroma, ramp, value=sign, out=channel)
+    # t_a = clamp(|h - a|, 1, 2); R = V + c (t_3 - 2), G = V + c (1 - t_2), B = V + c (1 - t_4),
+    # i.e. R = m + c clamp(|h - 3| - 1, 0, 1) etc. Written over the input channels.
+    for centre, channel in ((3.0, r), (2.0, g), (4.0, b)):
+        torch.sub(hue, centre, out=channel)
+    images.abs_().clamp_(1.0, 2.0)
+    r.sub_(2.0)
+    images[:, 1:].neg_().add_(1.0)
+    for channel in (r, g, b):
+        torch.addcmul(vmax, chroma, channel, out=channel)
     return images
 
 
@@ -308,31 +323,22 @@ def _gaussian_taps(sigma: torch.Tensor, kernel_size: int, dtype: torch.dtype) ->
     return torch.where(taps < _TAP_FLOOR, torch.zeros_like(taps), taps).to(dtype)
 
 
-def _band_matrices(taps: torch.Tensor, block: int) -> torch.Tensor:
-    """``B x (block + 2r) x block`` banded matrices ``M[b, p, q] = taps[b, p - q]``."""
+def _reflect_toeplitz(taps: torch.Tensor, length: int) -> torch.Tensor:
+    """``B x L x L`` matrices ``M`` with ``(x @ M)[q] = sum_d taps[d] x[reflect(q + d - r)]``.
+
+    The 1-D convolution with reflect padding (mirror without repeating the edge, like
+    ``F.pad(mode="reflect")``) as one matrix per sample: the padding is folded into the edge rows,
+    so the image is never copied into a padded buffer.
+    """
     n, k = taps.shape
-    rows = block + k - 1
-    p = torch.arange(rows, device=taps.device)[:, None]
-    q = torch.arange(block, device=taps.device)[None, :]
-    d = p - q
-    inside = (d >= 0) & (d < k)
-    band = taps[:, d.clamp(0, k - 1)]  # n x rows x block
-    return band * inside.to(taps.dtype)
-
-
-def _reflect_pad(images: torch.Tensor, radius: int, extra: int, dim: int) -> torch.Tensor:
-    """Pad ``dim`` by ``radius`` mirrored samples (no edge repeat) on both sides and ``extra`` zeros."""
-    length = images.shape[dim]
-    shape = list(images.shape)
-    shape[dim] = length + 2 * radius + extra
-    out = images.new_empty(shape)
-    out.narrow(dim, radius, length).copy_(images)
-    if radius:
-        out.narrow(dim, 0, radius).copy_(images.narrow(dim, 1, radius).flip(dim))
-        out.narrow(dim, radius + length, radius).copy_(images.narrow(dim, length - radius - 1, radius).flip(dim))
-    if extra:
-        out.narrow(dim, length + 2 * radius, extra).zero_()
-    return out
+    radius = k // 2
+    dst = torch.arange(length, device=taps.device)
+    src = dst[None, :] + torch.arange(k, device=taps.device)[:, None] - radius  # k x L
+    src = src.abs()
+    src = torch.minimum(src, 2 * (length - 1) - src)
+    matrix = taps.new_zeros(n, length * length)
+    matrix.index_add_(1, (src * length + dst).reshape(-1), taps[:, :, None].expand(n, k, length).reshape(n, -1))
+    return matrix.view(n, length, length)
 
 
 def gaussian_blur(
@@ -341,42 +347,41 @@ def gaussian_blur(
     """Separable Gaussian blur of float ``B x C x H x W`` images with one ``sigma`` per sample.
 
     Matches torchvision ``gaussian_blur(image, [k, k], [s, s])``: taps ``exp(-x^2 / 2 s^2)`` for
-    ``x`` in ``-r..r`` (``k = 2r + 1``, odd), normalized to sum 1, reflect padding. Each 1-D pass is
-    a batched matmul with a banded block of width 32 (``32 + 2r`` taps per output instead of ``H``),
+    ``x`` in ``-r..r`` (``k = 2r + 1``, odd), normalized to sum 1, reflect padding. Each 1-D pass
+    is a few batched matmuls, one per block of 32 output columns (rows) against the band of the
+    per-sample convolution matrix that block needs (``32 + 2r`` taps per output instead of ``W``),
     which runs at matrix-multiply speed where a grouped convolution does not. Writes into ``out``
-    (which may be ``images`` itself) or a new tensor, and returns it.
+    (a contiguous tensor of the same shape, possibly ``images`` itself) or a new tensor, and
+    returns it.
     """
     require(kernel_size % 2 == 1 and kernel_size > 0, f"blur kernel size must be odd and positive, got {kernel_size}")
     require(images.dim() == 4 and images.is_floating_point(), "gaussian_blur needs float B x C x H x W images")
     n, c, height, width = images.shape
     radius = kernel_size // 2
     require(radius < min(height, width), f"blur kernel {kernel_size} too large for {height}x{width} images")
+    images = images.contiguous()
     if out is None:
-        out = torch.empty_like(images, memory_format=torch.contiguous_format)
+        out = torch.empty_like(images)
+    require(out.shape == images.shape and out.is_contiguous(), "gaussian_blur out must be contiguous, shaped like images")
     if radius == 0 or n == 0:
         return out.copy_(images)
     sig = torch.as_tensor(sigma, dtype=torch.float64, device=images.device).reshape(-1).expand(n)
     taps = _gaussian_taps(sig, kernel_size, images.dtype)
+    along_w = _reflect_toeplitz(taps, width)
+    along_h = along_w if height == width else _reflect_toeplitz(taps, height)
 
-    # Horizontal pass: overlapping windows of `block + 2r` columns, one bmm per batch.
-    block = min(_BLUR_BLOCK, width)
-    blocks = -(-width // block)
-    padded = _reflect_pad(images, radius, blocks * block - width, dim=3)
-    windows = padded.unfold(3, block + 2 * radius, block)  # n x c x H x blocks x (block + 2r)
-    windows = windows.reshape(n, c * height * blocks, block + 2 * radius)
-    rows_blurred = torch.bmm(windows, _band_matrices(taps, block)).view(n, c, height, blocks * block)
-
-    # Vertical pass: the transposed band on row windows, one bmm per block of rows.
-    block = min(_BLUR_BLOCK, height)
-    blocks = -(-height // block)
-    padded = _reflect_pad(rows_blurred[..., :width], radius, blocks * block - height, dim=2)
-    band_t = _band_matrices(taps, block).transpose(1, 2)  # n x block x (block + 2r)
-    band_t = band_t[:, None].expand(n, c, block, block + 2 * radius).reshape(n * c, block, block + 2 * radius)
-    for j in range(blocks):
-        rows = padded[:, :, j * block : j * block + block + 2 * radius, :].reshape(n * c, -1, width)
-        part = torch.bmm(band_t, rows).view(n, c, block, width)
-        keep = min(block, height - j * block)
-        out[:, :, j * block : j * block + keep].copy_(part[:, :, :keep])
+    rows = torch.empty_like(images)  # horizontal pass: (C*H rows) x W per sample
+    source, target = images.view(n, c * height, width), rows.view(n, c * height, width)
+    for q0 in range(0, width, _BLUR_BLOCK):
+        q1 = min(width, q0 + _BLUR_BLOCK)
+        lo, hi = max(0, q0 - radius), min(width, q1 + radius)
+        torch.bmm(source[:, :, lo:hi], along_w[:, lo:hi, q0:q1], out=target[:, :, q0:q1])
+    for p0 in range(0, height, _BLUR_BLOCK):  # vertical pass: band^T @ rows, per channel
+        p1 = min(height, p0 + _BLUR_BLOCK)
+        lo, hi = max(0, p0 - radius), min(height, p1 + radius)
+        band = along_h[:, lo:hi, p0:p1].transpose(1, 2)[:, None].expand(n, c, p1 - p0, hi - lo)
+        torch.bmm(band.reshape(n * c, p1 - p0, hi - lo), rows[:, :, lo:hi].view(n * c, hi - lo, width),
+                  out=out[:, :, p0:p1].view(n * c, p1 - p0, width))
     return out
 
 
@@ -521,6 +526,10 @@ class SimCLRAugmentation(torch.nn.Module):
         out = torch.empty(n, c, self.image_size, self.image_size, device=images.device, dtype=torch.float32)
         scale, shift = _normalization(self.mean, self.std, c, images.device)
         chunk = n if images.device.type != "cpu" else max(1, _CPU_CHUNK_ELEMENTS // (c * self.image_size**2))
+        # Float copies of the (sorted) input chunk, allocated once: a fresh multi-megabyte buffer per
+        # chunk costs more in page faults on the CPU than the conversion itself.
+        sorted_input = images.new_empty(min(n, chunk), c, height, width)
+        source = torch.empty(sorted_input.shape, device=images.device, dtype=torch.float32)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             p = _take(params, slice(start, stop))
@@ -528,7 +537,10 @@ class SimCLRAugmentation(torch.nn.Module):
             # contiguous and every op runs in place on a slice; the output is written unsorted.
             order = torch.argsort(self._group_key(p), stable=True)
             order_dev = order.to(images.device)
-            x = self._augment(images[start:stop].index_select(0, order_dev), _take(p, order))
+            m = stop - start
+            torch.index_select(images[start:stop], 0, order_dev, out=sorted_input[:m])
+            source[:m].copy_(sorted_input[:m])
+            x = self._augment(source[:m], _take(p, order), 1.0 if images.is_floating_point() else 1.0 / 255.0)
             x.mul_(scale).add_(shift)  # (x - mean) / std
             inverse = torch.empty_like(order_dev)
             inverse[order_dev] = torch.arange(stop - start, device=images.device)
@@ -544,14 +556,17 @@ class SimCLRAugmentation(torch.nn.Module):
         """Sort key: blurred samples last, then grayscale, then by jitter order."""
         return p.blur.long() * 1024 + p.grayscale.long() * 512 + self._jitter_code(p)
 
-    def _augment(self, images: torch.Tensor, p: AugmentationParams) -> torch.Tensor:
-        """Crop, jitter, grayscale, blur, solarize a sorted chunk; float images in [0, 1]."""
+    def _augment(self, images: torch.Tensor, p: AugmentationParams, value_scale: float) -> torch.Tensor:
+        """Crop, jitter, grayscale, blur, solarize a sorted chunk of float images (times ``value_scale``
+        in [0, 1]); returns new float images in [0, 1]."""
         device = images.device
-        x = resized_crop(images, p.boxes, self.image_size, flip=p.flip if self.flip_prob > 0 else None)
+        x = _resample(images, p.boxes, self.image_size, p.flip if self.flip_prob > 0 else None)
+        if value_scale != 1.0:
+            x.mul_(value_scale)
 
         active = [i for i, s in enumerate(self.jitter_strength) if s > 0]
         if self.jitter_prob > 0 and active:
-            factors = p.factors.to(device)
+            factors = p.factors.to(device).view(-1, 4, 1, 1, 1)
             for code, a, b in _runs(self._jitter_code(p)):
                 if code == 256:
                     continue

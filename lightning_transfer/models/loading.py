@@ -11,7 +11,8 @@
   an exported encoder file                  a dict with ``format == ENCODER_FORMAT``
   a Lightning checkpoint (``.ckpt``)        ``state_dict`` + ``hyper_parameters``; SimCLR when the
                                             keys start with ``backbone.`` and the hyperparameters
-                                            name a ``backbone``; BERT when a key ends with
+                                            name a ``backbone``; BERT when BertPretrainModule's
+                                            marker says so or a key ends with
                                             ``embeddings.word_embeddings.weight``; a fine-tuned model
                                             when the hyperparameters hold an ``encoder_config``
   ========================================  =========================================================
@@ -53,6 +54,7 @@ KIND_MODALITY = {"simclr": "image", "bert": "text"}
 IMAGE_DEFAULTS = {"in_channels": 3, "small_images": False, "width": 32}
 BERT_FIELDS = tuple(field.name for field in dataclasses.fields(BertConfig))
 WORD_EMBEDDINGS_KEY = "embeddings.word_embeddings.weight"
+CHECKPOINT_MARKER = "lightning_transfer"  # {"kind", "modality", "tokenizer"}: written by BertPretrainModule
 EXPECTED = ("pass a SimCLRModule or BertPretrainModule checkpoint (.ckpt), an exported encoder file, "
             "a Hugging Face BERT directory, or null to train from scratch")
 
@@ -194,10 +196,12 @@ def _classify_lightning_checkpoint(checkpoint: dict, path: Path) -> tuple[str, d
     hparams = _hyperparameters(checkpoint)
     state = _strip_compile_prefix(checkpoint["state_dict"])
     require(len(state) > 0, f"pretrained={path} is a checkpoint without weights (empty state_dict); {EXPECTED}")
-    if isinstance(hparams.get("encoder_config"), dict) and any(k.startswith("encoder.") for k in state):
+    marker = checkpoint.get(CHECKPOINT_MARKER) if isinstance(checkpoint.get(CHECKPOINT_MARKER), dict) else {}
+    bert_pretrain = marker.get("kind") == "bert_pretrain"  # BertPretrainModule marks its checkpoints
+    if not bert_pretrain and isinstance(hparams.get("encoder_config"), dict) and any(k.startswith("encoder.") for k in state):
         config = normalize_encoder_config(hparams["encoder_config"])  # a FineTuneModule: continue from it
         return "finetune", config, _sub_state(state, "encoder.")
-    if "backbone" in hparams and any(k.startswith("backbone.") for k in state):
+    if not bert_pretrain and "backbone" in hparams and any(k.startswith("backbone.") for k in state):
         backbone = hparams["backbone"]
         require(isinstance(backbone, str),
                 f"pretrained={path} was trained with a custom backbone module ({type(backbone).__name__}), which cannot be "
@@ -248,8 +252,9 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
     weights (the baseline that isolates what pretraining contributed).
 
     ``info`` holds ``kind`` (simclr / bert / finetune / scratch), ``source`` (lightning_checkpoint /
-    encoder_file / hf_directory / encoder_config), ``path``, ``init`` and ``config`` (the normalized
-    encoder_config, enough for :func:`build_encoder` to rebuild the architecture).
+    encoder_file / hf_directory / encoder_config), ``path``, ``init``, ``config`` (the normalized
+    encoder_config, enough for :func:`build_encoder` to rebuild the architecture) and ``tokenizer``
+    (what :func:`pretrained_tokenizer` reads, or ``None``).
 
     Raises :class:`UserInputError` for: a missing path, an empty or unreadable file, a file of another
     kind, weights that do not fit the recorded architecture, ``pretrained=None`` without
@@ -262,12 +267,16 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
                 "{backbone: convnet, in_channels: 1, small_images: true} or BertConfig fields; or pass pretrained=<checkpoint>")
         config = normalize_encoder_config(encoder_config)
         encoder, dim = build_encoder(config)
-        info = {"kind": "scratch", "source": "encoder_config", "path": None, "init": "scratch", "config": config}
+        info = {"kind": "scratch", "source": "encoder_config", "path": None, "init": "scratch", "config": config,
+                "tokenizer": None}
         return LoadedEncoder(encoder, config["modality"], dim, info)
 
     path = resolve_pretrained(pretrained)
     state: dict[str, torch.Tensor] | None = None
+    tokenizer: str | None = None  # a tokenizer path, or tokenizer.json content
     if path.is_dir():
+        if any((path / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+            tokenizer = str(path)
         if init == "scratch":  # the architecture only: config.json, weights not read
             require((path / "config.json").is_file(), f"pretrained={path} is a directory without config.json; {EXPECTED}")
             bert = BertConfig.from_json_file(path / "config.json")
@@ -281,6 +290,8 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
             (kind, config, state), source = _classify_export(payload, path), "encoder_file"
         elif "state_dict" in payload and isinstance(payload["state_dict"], dict):
             (kind, config, state), source = _classify_lightning_checkpoint(payload, path), "lightning_checkpoint"
+            marker = payload.get(CHECKPOINT_MARKER)
+            tokenizer = marker.get("tokenizer") if isinstance(marker, dict) else None
         else:
             keys = ", ".join(sorted(map(str, payload))[:5]) or "nothing"
             raise UserInputError(f"pretrained={path} is neither a Lightning checkpoint nor an exported encoder (it holds {keys}); {EXPECTED}")
@@ -288,8 +299,24 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
     encoder, dim = build_encoder(config)
     if init == "pretrained":
         _load_state(encoder, state, config, path)
-    info = {"kind": kind, "source": source, "path": str(path), "init": init, "config": config}
+    info = {"kind": kind, "source": source, "path": str(path), "init": init, "config": config, "tokenizer": tokenizer}
     return LoadedEncoder(encoder, config["modality"], dim, info)
+
+
+def pretrained_tokenizer(info: dict[str, Any]):
+    """The ``tokenizers.Tokenizer`` the encoder of ``info`` (from :func:`load_encoder`) was pretrained
+    with, when the source records one (a Hugging Face directory with tokenizer files, a
+    BertPretrainModule checkpoint); else ``None``."""
+    stored = info.get("tokenizer")
+    if stored is None:
+        return None
+    if stored.lstrip().startswith("{"):  # tokenizer.json content stored in a checkpoint
+        from tokenizers import Tokenizer
+
+        return Tokenizer.from_str(stored)
+    from lightning_transfer.data.tokenizer import load_tokenizer
+
+    return load_tokenizer(stored)
 
 
 def save_encoder(path: str | Path, encoder: nn.Module, encoder_config: dict[str, Any], kind: str | None = None) -> Path:

@@ -247,6 +247,7 @@ class BertPretrainModule(OptimizedModule):
         if data_tokenizer is not None:
             self._check_data_tokenizer(data_tokenizer)
         self._check_data_settings(data_hparams)
+        self._log_hyperparameters_beside(datamodule)
 
     def _check_data_tokenizer(self, data_tokenizer) -> None:
         data_size = data_tokenizer.get_vocab_size(with_added_tokens=True)
@@ -276,6 +277,24 @@ class BertPretrainModule(OptimizedModule):
         require(length is None or length <= limit,
                 f"data.max_seq_length={length} exceeds the model's max_position_embeddings={limit}; "
                 f"set data.max_seq_length <= {limit}")
+
+    def _log_hyperparameters_beside(self, datamodule) -> None:
+        """Lightning merges the module's and the DataModule's hyperparameters into one flat dict for the
+        loggers and stops the run when a shared key has two values. ``TextPretrainDataModule`` has its own
+        ``vocab_size`` (the size a tokenizer is trained to) and ``tokenizer``; when they differ from ours,
+        log ours here with the clashing keys as ``model/<key>`` and leave Lightning the DataModule's."""
+        if datamodule is None or not self._log_hyperparams or not getattr(datamodule, "_log_hyperparams", False):
+            return
+        initial, theirs = dict(self.hparams_initial), dict(datamodule.hparams_initial)  # what Lightning compares
+        clashing = {key for key in initial.keys() & theirs.keys() if key != "_class_path"
+                    and (type(initial[key]) is not type(theirs[key]) or initial[key] != theirs[key])}
+        if not clashing:
+            return
+        self._log_hyperparams = False
+        params = {(f"model/{key}" if key in clashing else key): value  # the resolved values (vocab_size)
+                  for key, value in self.hparams.items() if key != "_class_path"}
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(params)
 
     # ---------------------------------------------------------------- the algorithm
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -334,6 +353,13 @@ class BertPretrainModule(OptimizedModule):
             metrics["nsp_acc"].update(out.nsp_logits.detach(), out.nsp_labels)
             for name in ("nsp_loss", "nsp_acc"):
                 self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True)
+
+    def on_fit_start(self) -> None:
+        # A trainer.validate() before fit resets the metrics inside inference mode, which turns their
+        # states into inference tensors; fit's validation (no_grad, not inference mode) could then not
+        # update them in place. Resetting here, outside inference mode, gives ordinary tensors again.
+        for metric in (*self.train_metrics.values(), *self.val_metrics.values()):
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics

@@ -41,7 +41,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import init_bert_weights
-from lightning_transfer.models.loading import INITS, encoder_blocks, load_encoder
+from lightning_transfer.models.loading import INITS, encoder_blocks, load_encoder, pretrained_tokenizer
 from lightning_transfer.modules.base import OptimizedModule
 from lightning_transfer.optim import OPTIMIZERS, SCHEDULES, is_no_decay
 
@@ -57,15 +57,16 @@ BATCH_KEYS = {"image": "images", "text": "input_ids"}
 DATA_HINT = {"image": "an ImageDataModule(mode=supervised)", "text": "a TextClassificationDataModule"}
 
 
-def _decay_split(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, **extra) -> list[dict]:
+def _decay_split(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, name: str, **extra) -> list[dict]:
     """Like :func:`~lightning_transfer.optim.split_decay_groups` but keeping parameters that are
-    frozen *now*: gradual unfreezing and LP-FT need them in the optimizer from the start."""
+    frozen *now* (gradual unfreezing and LP-FT need them in the optimizer from the start) and naming
+    the groups ``name`` and ``name.no_decay`` (LearningRateMonitor needs unique names)."""
     decay, no_decay = [], []
-    for name, param in named:
-        (no_decay if is_no_decay(name, param) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, **extra}] if decay else []
+    for param_name, param in named:
+        (no_decay if is_no_decay(param_name, param) else decay).append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay, "name": name, **extra}] if decay else []
     if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, **extra})
+        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "name": f"{name}.no_decay", **extra})
     return groups
 
 
@@ -219,11 +220,23 @@ class FineTuneModule(OptimizedModule):
                     f"the data has {channels} channel(s) but the encoder takes in_channels={expected}; "
                     f"set data.channels: {expected} (or use an encoder pretrained on {channels}-channel images)")
         if kind == "text":
-            vocab = getattr(datamodule, "vocab_size", None)
-            expected = self.hparams.encoder_config["vocab_size"]
-            require(vocab is None or vocab <= expected,
-                    f"the tokenizer has {vocab} tokens but the encoder's vocabulary has {expected}; "
-                    "set data.tokenizer to the tokenizer the encoder was pretrained with")
+            self._check_tokenizer(getattr(datamodule, "tokenizer", None), getattr(datamodule, "vocab_size", None))
+
+    def _check_tokenizer(self, data_tokenizer: Any, vocab: int | None) -> None:
+        """The data's token ids must index the encoder's embeddings, and with pretrained weights mean
+        the same tokens: the data's vocabulary must equal the pretraining tokenizer's, when known."""
+        if data_tokenizer is not None:
+            vocab = data_tokenizer.get_vocab_size(with_added_tokens=True)
+        expected = self.hparams.encoder_config["vocab_size"]
+        source = self.source_info.get("tokenizer")
+        hint = f"set data.tokenizer: {source}" if source and not source.lstrip().startswith("{") else \
+            "set data.tokenizer to the tokenizer the encoder was pretrained with"
+        require(vocab is None or vocab <= expected,
+                f"the data's tokenizer has {vocab} tokens but the encoder's vocabulary has {expected}; {hint}")
+        own = pretrained_tokenizer(self.source_info) if self.hparams.init == "pretrained" and data_tokenizer is not None else None
+        require(own is None or own.get_vocab(with_added_tokens=True) == data_tokenizer.get_vocab(with_added_tokens=True),
+                f"the data's tokenizer is not the one pretrained={self.hparams.pretrained} was trained with "
+                f"(the vocabularies differ), so token ids would mean other words; {hint}")
 
     # ---------------------------------------------------------------- strategies
     def unfrozen_blocks(self, epoch: int) -> int:
@@ -282,7 +295,7 @@ class FineTuneModule(OptimizedModule):
     def param_groups(self) -> list[dict]:
         """Head groups at ``lr``; encoder block ``i`` from the top at ``lr * encoder_lr_factor *
         layer_decay ** i``, for every block that trains at some epoch (frozen-for-now ones included).
-        Each group carries a ``name`` (``head``, ``encoder.<block index from the bottom>``)."""
+        Groups are named ``head`` / ``encoder.<block index from the bottom>``, plus ``.no_decay``."""
         hp = self.hparams
         require(self.classifier is not None, "num_classes is unknown: set model.num_classes, or fit with a DataModule")
         groups = _decay_split(self.classifier.named_parameters(), hp.weight_decay, lr=hp.lr, name="head")
