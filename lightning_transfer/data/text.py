@@ -47,6 +47,7 @@ from lightning_transfer.data.corpus import (
     source_fingerprint,
     split_sentences,
 )
+from lightning_transfer.data.sources import resolve_path
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
 
@@ -466,10 +467,11 @@ def _check_common(max_seq_length: int, batch_size: int, num_workers: int, num_pr
 
 
 def _load_tokenizer_path(path: str):
-    """``load_tokenizer`` with ``~`` expanded (a missing path raises UserInputError)."""
+    """``load_tokenizer`` with aliases (``minilm_demo``) resolved and ``~`` expanded (a missing path
+    raises UserInputError)."""
     from lightning_transfer.data.tokenizer import load_tokenizer
 
-    return load_tokenizer(Path(path).expanduser())
+    return load_tokenizer(resolve_path(path))
 
 
 class _LoaderMixin:
@@ -563,7 +565,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             raise UserInputError(f"mlm_probability must be in (0, 1), got {mlm_probability}")
         if not 0 <= short_seq_prob <= 1:
             raise UserInputError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
-        if tokenizer is not None and not Path(tokenizer).expanduser().exists():
+        if tokenizer is not None and not resolve_path(tokenizer).exists():
             raise UserInputError(f"tokenizer path {tokenizer} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
         if tokenizer is None and vocab_size < 16:
             raise UserInputError(f"vocab_size must be at least 16 to train a tokenizer, got {vocab_size}")

@@ -59,17 +59,6 @@ EXPECTED = ("pass a SimCLRModule or BertPretrainModule checkpoint (.ckpt), an ex
             "a Hugging Face BERT directory, or null to train from scratch")
 
 
-def _minilm_directory() -> Path:
-    from lightning_transfer.data.sources import minilm_directory
-
-    return minilm_directory()
-
-
-PRETRAINED_ALIASES: dict[str, Callable[[], Path]] = {
-    "minilm_demo": _minilm_directory,  # the real MiniLM-L6 BERT shipped in a PyPI package (DESIGN.md)
-}
-
-
 class LoadedEncoder(NamedTuple):
     """What :func:`load_encoder` returns (unpacks as a 4-tuple)."""
 
@@ -80,11 +69,12 @@ class LoadedEncoder(NamedTuple):
 
 
 def resolve_pretrained(pretrained: str | Path) -> Path:
-    """``pretrained`` as a path: aliases (:data:`PRETRAINED_ALIASES`, e.g. ``minilm_demo``) resolved,
-    ``~`` expanded. Raises :class:`UserInputError` when nothing exists there."""
-    text = str(pretrained)
-    path = PRETRAINED_ALIASES[text]() if text in PRETRAINED_ALIASES else Path(text).expanduser()
-    require(path.exists(), f"pretrained={text}: no such file or directory; {EXPECTED}")
+    """``pretrained`` as a path: aliases (:data:`~lightning_transfer.data.sources.PATH_ALIASES`, e.g.
+    ``minilm_demo``) resolved, ``~`` expanded. Raises :class:`UserInputError` when nothing exists there."""
+    from lightning_transfer.data.sources import resolve_path
+
+    path = resolve_path(pretrained)
+    require(path.exists(), f"pretrained={pretrained}: no such file or directory; {EXPECTED}")
     return path
 
 
@@ -247,7 +237,7 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
     :class:`~lightning_transfer.BertPretrainModule` (or a fine-tuned
     :class:`~lightning_transfer.FineTuneModule`), an exported encoder file (:func:`save_encoder`,
     ``SimCLRModule.export_encoder``), a local Hugging Face BERT directory, an alias from
-    :data:`PRETRAINED_ALIASES`, or ``None``: then ``encoder_config`` gives the architecture and the
+    :data:`~lightning_transfer.data.sources.PATH_ALIASES`, or ``None``: then ``encoder_config`` gives the architecture and the
     weights are random. ``init="scratch"`` keeps the architecture of ``pretrained`` with fresh random
     weights (the baseline that isolates what pretraining contributed).
 

@@ -15,7 +15,9 @@ is the ``strategy``:
   2022): a head fitted first distorts the pretrained features less once the encoder trains.
 
 The blocks are :func:`~lightning_transfer.models.loading.encoder_blocks`. A frozen block never
-receives an update and always runs in eval mode, even after Lightning calls ``.train()``.
+receives an update and always runs in eval mode, even after Lightning calls ``.train()`` (so
+Lightning's "Found N module(s) in eval mode at the start of training" is expected for
+``linear``, ``partial``, ``gradual`` and ``lp_ft``).
 Learning rates: the head trains at ``lr``; encoder block ``i`` counted from the top (0 = the top
 block) at ``lr * encoder_lr_factor * layer_decay ** i`` (layer-wise LR decay as in ELECTRA, Clark et
 al. 2020, and BEiT, Bao et al. 2022; those papers' top block is at ``lr * layer_decay``, which is

@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_transfer import BertPretrainModule, ImageDataModule, SimCLRModule, TextClassificationDataModule
 from lightning_transfer.callbacks import PredictionWriter
-from lightning_transfer.cli import build_cli
 from lightning_transfer.data.sources import minilm_directory
 from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 from lightning_transfer.errors import UserInputError
@@ -624,31 +623,3 @@ def test_sentence_pairs_fine_tune_from_minilm_through_fit_test_and_predict(tmp_p
     assert {"test/acc", "test/f1", "test/loss"} <= set(result) and math.isfinite(result["test/loss"])
     run.predict(module, data, return_predictions=False)
     assert len((tmp_path / "out" / "predictions.csv").read_text().splitlines()) == 1 + 8
-
-
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "finetune"
-
-
-TOKENIZER_ALIAS = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="TextClassificationDataModule does not resolve tokenizer: minilm_demo yet (remove this mark once it does)")
-
-
-@pytest.mark.parametrize("name", ["mnist_from_simclr", "cifar10_from_simclr", "reviews_from_bert",
-                                  pytest.param("reviews_from_minilm", marks=TOKENIZER_ALIAS),
-                                  pytest.param("sst2_from_bert", marks=TOKENIZER_ALIAS)])
-def test_finetune_configs_build_model_and_data_through_the_cli(name, simclr_checkpoint, tiny_bert_directory):
-    overrides = {
-        "mnist_from_simclr": ["--model.init_args.pretrained", str(simclr_checkpoint[0])],
-        "cifar10_from_simclr": ["--model.init_args.pretrained", str(simclr_checkpoint[0])],
-        "reviews_from_bert": ["--model.init_args.pretrained", str(tiny_bert_directory[0]),
-                              "--data.init_args.tokenizer", str(minilm_directory())],
-    }.get(name, [])
-    cli = build_cli(["--config", str(CONFIGS / f"{name}.yaml"), *overrides], run=False)
-    assert isinstance(cli.model, FineTuneModule)
-    assert cli.model.modality == ("image" if "simclr" in name else "text")
-    assert data_modality_of(cli.datamodule) == cli.model.modality
-
-
-def data_modality_of(datamodule) -> str:
-    return "image" if isinstance(datamodule, ImageDataModule) else "text"
