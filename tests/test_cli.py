@@ -18,25 +18,58 @@ IMAGE_FOLDER = ["--data.init_args.source", "folder", "--data.init_args.image_siz
                 "--data.init_args.batch_size", "4", "--data.init_args.val_size", "2", "--data.init_args.test_size", "2",
                 "--data.init_args.num_workers", "0", "--data.init_args.augment_on", "auto", "--data.init_args.pin_memory", "false",
                 "--data.init_args.persistent_workers", "false"]
-# Offline stand-ins where a recipe needs the network (its real data source is tested separately).
+MINILM_TEXT = ["--model.init_args.pretrained", "minilm_demo", "--data.init_args.tokenizer", "minilm_demo",
+               "--data.init_args.batch_size", "4", "--data.init_args.max_seq_length", "32"]
+# Offline stand-ins where a recipe needs the network or an earlier run's checkpoint ({simclr1},
+# {simclr3}: tiny SimCLR encoders for 1- and 3-channel images; {cache}: a fresh cache folder).
 OVERRIDES = {
     "configs/simclr/mnist.yaml": ["--data.init_args.batch_size", "32"],
     "configs/simclr/cifar10.yaml": IMAGE_FOLDER,
     "configs/simclr/stl10.yaml": IMAGE_FOLDER,
     "configs/simclr/imagenet_resnet50.yaml": IMAGE_FOLDER,
+    "configs/bert/reviews_tiny.yaml": ["--data.init_args.cache_dir", "{cache}", "--data.init_args.batch_size", "8"],
+    "configs/bert/minilm_continue.yaml": ["--data.init_args.cache_dir", "{cache}", "--data.init_args.batch_size", "2",
+                                          "--data.init_args.max_seq_length", "32"],
+    "configs/bert/wikitext103_base.yaml": ["--data.init_args.source", "reviews_demo", "--data.init_args.cache_dir", "{cache}",
+                                           "--data.init_args.batch_size", "2", "--data.init_args.max_seq_length", "32",
+                                           "--data.init_args.num_workers", "0"],
+    "configs/finetune/mnist_from_simclr.yaml": ["--model.init_args.pretrained", "{simclr1}", "--data.init_args.batch_size", "8"],
+    "configs/finetune/cifar10_from_simclr.yaml": IMAGE_FOLDER + ["--model.init_args.pretrained", "{simclr3}",
+                                                                 "--data.init_args.label_fraction", "null",
+                                                                 "--data.init_args.labels_per_class", "2"],
+    "configs/finetune/reviews_from_bert.yaml": MINILM_TEXT,
+    "configs/finetune/reviews_from_minilm.yaml": MINILM_TEXT,
+    "configs/finetune/sst2_from_bert.yaml": MINILM_TEXT + ["--data.init_args.source", "reviews_demo",
+                                                           "--data.init_args.text_column", "text",
+                                                           "--data.init_args.label_column", "label"],
 }
 
 
-def needs_image_folder(config: str) -> bool:
-    return OVERRIDES.get(config) is IMAGE_FOLDER
+@pytest.fixture(scope="module")
+def simclr_encoders(tmp_path_factory):
+    """Tiny SimCLR encoders: a Lightning checkpoint (1 channel) and an exported encoder (3 channels)."""
+    import lightning.pytorch as pl
+
+    from lightning_transfer import ImageDataModule, SimCLRModule
+
+    root = tmp_path_factory.mktemp("encoders")
+    gray = SimCLRModule(backbone="convnet", width=8, in_channels=1, projection_hidden_dim=16, projection_dim=8,
+                        optimizer="adamw", lr=1e-3, lr_scaling="none", num_classes=0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(gray, ImageDataModule(source="mnist_demo", batch_size=8))
+    trainer.save_checkpoint(root / "gray.ckpt")
+    SimCLRModule(backbone="convnet", width=8, in_channels=3, num_classes=0).export_encoder(root / "rgb.pt")
+    return {"simclr1": str(root / "gray.ckpt"), "simclr3": str(root / "rgb.pt")}
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_every_config_fits_for_two_steps(config, tmp_path, monkeypatch):
+def test_every_config_fits_for_two_steps(config, tmp_path, monkeypatch, simclr_encoders):
     monkeypatch.chdir(tmp_path)
     args = ["fit", "--config", str(ROOT / config), *TINY_TRAINER, "--trainer.default_root_dir", str(tmp_path / "run")]
-    extra = list(OVERRIDES.get(config, []))
-    if needs_image_folder(config):
+    values = {**simclr_encoders, "cache": str(tmp_path / "cache")}
+    extra = [arg.format(**values) for arg in OVERRIDES.get(config, [])]
+    if "--data.init_args.source" in extra and extra[extra.index("--data.init_args.source") + 1] == "folder":
         extra += ["--data.init_args.root", str(write_image_folder(tmp_path / "images", per_class=6, size=40))]
     main(args + extra)
     assert list((tmp_path / "run").rglob("*.ckpt")), "fit wrote no checkpoint"

@@ -22,9 +22,18 @@ device; torch's default CPU generator when ``generator`` is None), then moved to
 device. A CPU generator therefore gives the same augmentation parameters whether the images live
 on the CPU or on a GPU; a CUDA generator draws on its GPU (one small device-to-host copy per batch).
 
-Speed notes (how fast, never what is computed): on the CPU a batch is processed in chunks of a few
-megabytes, because every large temporary tensor otherwise costs fresh pages from the OS; Gaussian
-kernel taps below 1e-10 are set to zero so the blur never computes with denormal floats.
+Speed notes (how fast, never what is computed). The CPU is the case that matters (DataLoader
+workers), and there the cost is memory passes and per-op overhead, so:
+
+- a batch is processed in chunks of about 4 MB of output, each sorted so that the samples sharing
+  an op (the same jitter order, grayscale, blur) are contiguous and every op runs in place on a
+  slice, once per group rather than once per sample; the output is written back in input order;
+- chunk-sized buffers are reused: a fresh multi-megabyte tensor costs page faults on every call;
+- the hue rotation never builds an HSV image and uses no ``torch.where`` (not vectorized on CPU);
+- the blur is a few matrix multiplies with a banded, reflect-folded convolution matrix per sample;
+  Gaussian taps below 1e-10 are zeroed so that it never computes with (slow) denormal floats.
+
+``benchmarks/augmentation.py`` measures it against lightly's per-image PIL pipeline.
 """
 from __future__ import annotations
 
@@ -166,24 +175,34 @@ def resized_crop(
     n, _, height, width = images.shape
     require(boxes.shape == (n, 4), f"resized_crop needs B x 4 boxes, got {tuple(boxes.shape)} for B={n}")
     dtype = images.dtype if images.is_floating_point() else torch.float32
-    out = _resample(images.to(dtype), boxes, size, flip)
+    gx, gy = _crop_coordinates(boxes, size, height, width, flip)
+    out = _resample(images.to(dtype), gx.to(images.device, dtype), gy.to(images.device, dtype))
     if not images.is_floating_point():
         out.mul_(1.0 / 255.0)  # on the (smaller) output; torch.mul(uint8, float) is 10x slower than .float()
     return out
 
 
-def _resample(images: torch.Tensor, boxes: torch.Tensor, size: int, flip: torch.Tensor | None) -> torch.Tensor:
-    """:func:`resized_crop` of float images, values kept as they are."""
-    n, _, height, width = images.shape
-    dtype, device = images.dtype, images.device
-    boxes = boxes.to(device)
-    gy = _source_coordinates(boxes[:, 0], boxes[:, 2], size, height)  # n x size
+def _crop_coordinates(
+    boxes: torch.Tensor, size: int, height: int, width: int, flip: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B x size`` normalized x (flipped where asked) and y sampling coordinates of the boxes."""
+    gy = _source_coordinates(boxes[:, 0], boxes[:, 2], size, height)
     gx = _source_coordinates(boxes[:, 1], boxes[:, 3], size, width)
     if flip is not None:
-        gx = torch.where(flip.to(device)[:, None], gx.flip(1), gx)
-    grid = torch.empty(n, size, size, 2, device=device, dtype=dtype)
-    grid[..., 0] = gx.to(dtype)[:, None, :]
-    grid[..., 1] = gy.to(dtype)[:, :, None]
+        gx = torch.where(flip.to(gx.device)[:, None], gx.flip(1), gx)
+    return gx, gy
+
+
+def _resample(
+    images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, grid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Bilinear samples of float ``images`` at the separable grid ``(gx[b, u], gy[b, v])``;
+    ``grid`` (``B x size x size x 2``) is an optional buffer to build the grid in."""
+    n, size = gx.shape
+    if grid is None:
+        grid = torch.empty(n, size, size, 2, device=images.device, dtype=images.dtype)
+    grid[..., 0] = gx[:, None, :]
+    grid[..., 1] = gy[:, :, None]
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -267,34 +286,33 @@ def adjust_hue_(images: torch.Tensor, factors: torch.Tensor | float) -> torch.Te
         return images
     shift = _per_sample(factors, images).view(-1, 1, 1) * 6.0
     r, g, b = images.unbind(1)
-    # One allocation for the six planes of scratch; every op below writes in place or with out=,
-    # per plane (ops broadcasting a B x 1 x H x W plane over the channels are slow on the CPU).
-    vmax, chroma, hue, scratch, is_r, is_g = images.new_empty(6, *r.shape).unbind(0)
+    # One allocation for the planes of scratch; every op below writes in place or with out=, per
+    # plane (ops broadcasting a B x 1 x H x W plane over the channels are slow on the CPU).
+    vmax, chroma, hue, scratch, is_max = images.new_empty(5, *r.shape).unbind(0)
     torch.amax(images, dim=1, out=vmax)
     torch.amin(images, dim=1, out=chroma)
     torch.sub(vmax, chroma, out=chroma)
-    # 1.0 where red (green) is the max, else 0.0. The sextant formulas below agree at ties (the hue
-    # is continuous there), so any tie-break gives the exact hue.
-    torch.ge(r, vmax, out=is_r)
-    torch.ge(g, vmax, out=is_g)
-    is_g.addcmul_(is_g, is_r, value=-1.0)  # green is the max and red is not
-    torch.sub(r, g, out=hue).add_(chroma, alpha=4.0)  # blue is the max: 4 + (r - g) / c
-    torch.sub(g, b, out=scratch).sub_(hue)  # red: (g - b) / c
-    hue.addcmul_(is_r, scratch)
-    torch.sub(b, r, out=scratch).add_(chroma, alpha=2.0).sub_(hue)  # green: 2 + (b - r) / c
-    hue.addcmul_(is_g, scratch)
+    # Hue in sextants: 4 + (r - g) / c where blue is the max, replaced by 2 + (b - r) / c where
+    # green is, then by (g - b) / c where red is. The formulas agree (mod 6) where two channels tie
+    # for the max, so the order of the replacements does not matter.
+    torch.sub(r, g, out=hue).add_(chroma, alpha=4.0)
+    torch.sub(b, r, out=scratch).add_(chroma, alpha=2.0).sub_(hue)
+    hue.addcmul_(torch.ge(g, vmax, out=is_max), scratch)
+    torch.sub(g, b, out=scratch).sub_(hue)
+    hue.addcmul_(torch.ge(r, vmax, out=is_max), scratch)
     # Gray pixels (chroma 0) get hue 0 and keep their value: c = 1e-30 changes nothing else.
     hue.div_(chroma.clamp_(min=1e-30)).add_(shift)
     hue.sub_(torch.mul(hue, 1.0 / 6.0, out=scratch).floor_(), alpha=6.0)  # mod 6; remainder() is 10x slower
-    # t_a = clamp(|h - a|, 1, 2); R = V + c (t_3 - 2), G = V + c (1 - t_2), B = V + c (1 - t_4),
+    # With t_a = clamp(|h - a|, 1, 2): R = (V - 2c) + c t_3, G = (V + c) - c t_2, B = (V + c) - c t_4,
     # i.e. R = m + c clamp(|h - 3| - 1, 0, 1) etc. Written over the input channels.
     for centre, channel in ((3.0, r), (2.0, g), (4.0, b)):
         torch.sub(hue, centre, out=channel)
     images.abs_().clamp_(1.0, 2.0)
-    r.sub_(2.0)
-    images[:, 1:].neg_().add_(1.0)
-    for channel in (r, g, b):
-        torch.addcmul(vmax, chroma, channel, out=channel)
+    low = torch.add(vmax, chroma, alpha=-2.0, out=scratch)
+    high = torch.add(vmax, chroma, out=is_max)
+    torch.addcmul(low, chroma, r, out=r)
+    torch.addcmul(high, chroma, g, value=-1.0, out=g)
+    torch.addcmul(high, chroma, b, value=-1.0, out=b)
     return images
 
 
@@ -531,81 +549,117 @@ class SimCLRAugmentation(torch.nn.Module):
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         _check_images(images)
         n, c, height, width = images.shape
-        params = self.sample_params(n, height, width, generator)
-        out = torch.empty(n, c, self.image_size, self.image_size, device=images.device, dtype=torch.float32)
-        scale, shift = _normalization(self.mean, self.std, c, images.device)
-        chunk = n if images.device.type != "cpu" else max(1, _CPU_CHUNK_ELEMENTS // (c * self.image_size**2))
-        # Float copies of the (sorted) input chunk, allocated once: a fresh multi-megabyte buffer per
+        device, size = images.device, self.image_size
+        if n == 0:
+            return torch.empty(0, c, size, size, device=device)
+        chunk = n if device.type != "cpu" else max(1, _CPU_CHUNK_ELEMENTS // (c * size**2))
+        plan = self._plan(self.sample_params(n, height, width, generator), chunk, height, width, device)
+        scale, shift = _normalization(self.mean, self.std, c, device)
+        value_scale = 1.0 if images.is_floating_point() else 1.0 / 255.0
+        out = torch.empty(n, c, size, size, device=device, dtype=torch.float32)
+        # Float copies of the sorted input chunk, allocated once: a fresh multi-megabyte buffer per
         # chunk costs more in page faults on the CPU than the conversion itself.
         sorted_input = images.new_empty(min(n, chunk), c, height, width)
-        source = torch.empty(sorted_input.shape, device=images.device, dtype=torch.float32)
-        for start in range(0, n, chunk):
+        source = torch.empty(sorted_input.shape, device=device, dtype=torch.float32)
+        grid = torch.empty(min(n, chunk), size, size, 2, device=device, dtype=torch.float32)
+        for index, start in enumerate(range(0, n, chunk)):
             stop = min(n, start + chunk)
-            p = _take(params, slice(start, stop))
-            # Process the chunk sorted so that the samples sharing an op (and a jitter order) are
-            # contiguous and every op runs in place on a slice; the output is written unsorted.
-            order = torch.argsort(self._group_key(p), stable=True)
-            order_dev = order.to(images.device)
             m = stop - start
-            torch.index_select(images[start:stop], 0, order_dev, out=sorted_input[:m])
+            torch.index_select(images, 0, plan.order[start:stop], out=sorted_input[:m])
             source[:m].copy_(sorted_input[:m])
-            x = self._augment(source[:m], _take(p, order), 1.0 if images.is_floating_point() else 1.0 / 255.0)
+            x = _resample(source[:m], plan.gx[start:stop], plan.gy[start:stop], grid[:m])
+            if value_scale != 1.0:
+                x.mul_(value_scale)
+            self._colour_and_blur(x, plan, index, start)
             x.mul_(scale).add_(shift)  # (x - mean) / std
-            inverse = torch.empty_like(order_dev)
-            inverse[order_dev] = torch.arange(stop - start, device=images.device)
-            torch.index_select(x.view(stop - start, -1), 0, inverse, out=out[start:stop].view(stop - start, -1))
+            torch.index_select(x.view(m, -1), 0, plan.inverse[start:stop] - start, out=out[start:stop].view(m, -1))
         return out
+
+    def _plan(self, params: AugmentationParams, chunk: int, height: int, width: int, device) -> _Plan:
+        """Sort every chunk by blur, grayscale and jitter order, so that the samples sharing an op
+        are contiguous and each op runs in place on a slice; find those runs once for the batch."""
+        n = params.flip.shape[0]
+        chunk_id = torch.arange(n) // chunk
+        jitter_code = self._jitter_code(params)
+        key = params.blur.long() * 1024 + params.grayscale.long() * 512 + jitter_code
+        order = torch.argsort(chunk_id * 2048 + key, stable=True)
+        p = _take(params, order)
+        jitter_code = jitter_code[order]
+        order = order.to(device)
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(n, device=device)
+        gx, gy = _crop_coordinates(p.boxes, self.image_size, height, width, p.flip if self.flip_prob > 0 else None)
+        return _Plan(
+            order=order,
+            inverse=inverse,
+            gx=gx.to(device, torch.float32),
+            gy=gy.to(device, torch.float32),
+            factors=p.factors.to(device).view(n, 4, 1, 1, 1),
+            sigma=p.sigma.to(device),
+            solarize=p.solarize,
+            jitter_runs=_runs_per_chunk(jitter_code, chunk),
+            gray_runs=_runs_per_chunk(p.grayscale.long(), chunk),
+            blur_runs=_runs_per_chunk(p.blur.long(), chunk),
+        )
+
+    def _colour_and_blur(self, x: torch.Tensor, plan: _Plan, index: int, start: int) -> None:
+        """Jitter, grayscale, blur and solarize the sorted chunk ``x`` (float, [0, 1]) in place."""
+        active = [i for i, s in enumerate(self.jitter_strength) if s > 0] if self.jitter_prob > 0 else []
+        for code, a, b in plan.jitter_runs[index]:
+            if code < 256 and active:
+                factors = plan.factors[start + a:start + b]
+                for o in (code // 64, code // 16 % 4, code // 4 % 4, code % 4):  # the order's base-4 digits
+                    if o in active:
+                        _JITTER_OPS[o](x[a:b], factors[:, o])
+        if x.shape[1] == 3 and self.grayscale_prob > 0:
+            for gray, a, b in plan.gray_runs[index]:
+                if gray:
+                    rgb_to_grayscale_(x[a:b])
+        if self.blur_prob > 0 and self.blur_kernel_size > 1:
+            for blur, a, b in plan.blur_runs[index]:
+                if blur:
+                    gaussian_blur(x[a:b], plan.sigma[start + a:start + b], self.blur_kernel_size, out=x[a:b])
+        if self.solarize_prob > 0:
+            rows = plan.solarize[start:start + x.shape[0]].nonzero().squeeze(1)
+            if rows.numel():
+                idx = rows.to(x.device)
+                x.index_copy_(0, idx, solarize_(x.index_select(0, idx)))
 
     def _jitter_code(self, p: AugmentationParams) -> torch.Tensor:
         """Jitter order as one integer (base 4 digits of the permutation), 256 for no jitter."""
         code = (p.order * torch.tensor([64, 16, 4, 1])).sum(dim=1)
         return torch.where(p.jitter, code, torch.full_like(code, 256))
 
-    def _group_key(self, p: AugmentationParams) -> torch.Tensor:
-        """Sort key: blurred samples last, then grayscale, then by jitter order."""
-        return p.blur.long() * 1024 + p.grayscale.long() * 512 + self._jitter_code(p)
 
-    def _augment(self, images: torch.Tensor, p: AugmentationParams, value_scale: float) -> torch.Tensor:
-        """Crop, jitter, grayscale, blur, solarize a sorted chunk of float images (times ``value_scale``
-        in [0, 1]); returns new float images in [0, 1]."""
-        device = images.device
-        x = _resample(images, p.boxes, self.image_size, p.flip if self.flip_prob > 0 else None)
-        if value_scale != 1.0:
-            x.mul_(value_scale)
+@dataclass
+class _Plan:
+    """A batch's parameters in processing order (``order[k]`` = original index of sorted sample
+    ``k``; ``inverse`` undoes it) and the runs of equal ops within each chunk."""
 
-        active = [i for i, s in enumerate(self.jitter_strength) if s > 0]
-        if self.jitter_prob > 0 and active:
-            factors = p.factors.to(device).view(-1, 4, 1, 1, 1)
-            for code, a, b in _runs(self._jitter_code(p)):
-                if code == 256:
-                    continue
-                digits = (code // 64, code // 16 % 4, code // 4 % 4, code % 4)
-                for o in digits:
-                    if o in active:
-                        _JITTER_OPS[o](x[a:b], factors[a:b, o])
-
-        if x.shape[1] == 3 and self.grayscale_prob > 0:
-            for flag, a, b in _runs(p.grayscale.long()):
-                if flag:
-                    rgb_to_grayscale_(x[a:b])
-        if self.blur_prob > 0 and self.blur_kernel_size > 1:
-            for flag, a, b in _runs(p.blur.long()):
-                if flag:
-                    gaussian_blur(x[a:b], p.sigma[a:b].to(device), self.blur_kernel_size, out=x[a:b])
-        if self.solarize_prob > 0:
-            rows = p.solarize.nonzero().squeeze(1)
-            if rows.numel():
-                idx = rows.to(device)
-                x.index_copy_(0, idx, solarize_(x.index_select(0, idx)))
-        return x
+    order: torch.Tensor
+    inverse: torch.Tensor
+    gx: torch.Tensor
+    gy: torch.Tensor
+    factors: torch.Tensor
+    sigma: torch.Tensor
+    solarize: torch.Tensor
+    jitter_runs: list
+    gray_runs: list
+    blur_runs: list
 
 
-def _runs(values: torch.Tensor) -> list[tuple[int, int, int]]:
-    """``(value, start, stop)`` for each run of equal consecutive values of a 1-D CPU tensor."""
-    uniq, counts = torch.unique_consecutive(values, return_counts=True)
-    stops = counts.cumsum(0).tolist()
-    starts = [0] + stops[:-1]
-    return list(zip(uniq.tolist(), starts, stops))
+def _runs_per_chunk(values: torch.Tensor, chunk: int) -> list[list[tuple[int, int, int]]]:
+    """For each chunk of ``chunk`` consecutive samples, the runs ``(value, a, b)`` of equal values
+    in it, ``a`` and ``b`` relative to the chunk's start."""
+    n = values.shape[0]
+    chunk_id = torch.arange(n) // chunk
+    _, counts = torch.unique_consecutive(chunk_id * (int(values.max()) + 1) + values, return_counts=True)
+    per_chunk: list[list[tuple[int, int, int]]] = [[] for _ in range((n + chunk - 1) // chunk)]
+    value_list, stop = values.tolist(), 0
+    for count in counts.tolist():
+        start, stop = stop, stop + count
+        per_chunk[start // chunk].append((value_list[start], start % chunk, start % chunk + count))
+    return per_chunk
 
 
 def _take(p: AugmentationParams, index) -> AugmentationParams:
