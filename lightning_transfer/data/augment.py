@@ -48,6 +48,7 @@ from lightning_transfer.errors import require
 
 __all__ = [
     "SimCLRAugmentation",
+    "AugmentationParams",
     "EvalTransform",
     "two_views",
     "sample_resized_crop_boxes",
@@ -389,7 +390,8 @@ def gaussian_blur(
     images = images.contiguous()
     if out is None:
         out = torch.empty_like(images)
-    require(out.shape == images.shape and out.is_contiguous(), "gaussian_blur out must be contiguous, shaped like images")
+    require(out.shape == images.shape and out.is_contiguous(),
+            "gaussian_blur out must be a contiguous tensor shaped like images")
     if radius == 0 or n == 0:
         return out.copy_(images)
     sig = torch.as_tensor(sigma, dtype=torch.float64, device=images.device).reshape(-1).expand(n)
@@ -519,7 +521,8 @@ class SimCLRAugmentation(torch.nn.Module):
         b, c, s, h = self.jitter_strength
         return (f"image_size={self.image_size}, crop_scale={self.crop_scale}, flip_prob={self.flip_prob}, "
                 f"jitter_prob={self.jitter_prob}, jitter=({b}, {c}, {s}, {h}), grayscale_prob={self.grayscale_prob}, "
-                f"blur_prob={self.blur_prob}, blur_kernel_size={self.blur_kernel_size}, solarize_prob={self.solarize_prob}")
+                f"blur_prob={self.blur_prob}, blur_kernel_size={self.blur_kernel_size}, "
+                f"solarize_prob={self.solarize_prob}")
 
     def sample_params(
         self, n: int, height: int, width: int, generator: torch.Generator | None = None
@@ -686,7 +689,7 @@ def _norm_tensors(mean, std, channels: int, device) -> tuple[torch.Tensor, torch
 
 
 def _normalization(mean, std, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(1 / std, -mean / std)`` so that normalizing is one fused multiply-add pass."""
+    """``(1 / std, -mean / std)``: normalizing in place is then ``x.mul_(scale).add_(shift)``."""
     m, s = _norm_tensors(mean, std, channels, device)
     return 1.0 / s, -m / s
 

@@ -240,7 +240,7 @@ def test_gaussian_blur_matches_torchvision_per_sample_sigma(channels, height, wi
     images = float_images(3, channels, height, width)
     sigma = torch.tensor([0.1, 0.9, 2.0])
     out = gaussian_blur(images, sigma, kernel)
-    expected = torch.stack([TF.gaussian_blur(images[i], [kernel, kernel], [s, s]) for i, s in enumerate(sigma.tolist())])
+    expected = torch.stack([TF.gaussian_blur(image, [kernel, kernel], [s, s]) for image, s in zip(images, sigma.tolist())])
     torch.testing.assert_close(out, expected, atol=TOL, rtol=0)
     in_place = images.clone()
     gaussian_blur(in_place, sigma, kernel, out=in_place)
