@@ -19,6 +19,7 @@ Sources:
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,6 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_transfer.data.augment import EvalTransform, SimCLRAugmentation
+from lightning_transfer.data.resumable import ResumableDataLoader
 from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
@@ -92,6 +94,7 @@ class ImageFolderDataset(Dataset):
                 f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
             )
         self.files, self.channels, self.size = files, channels, size
+        self.skipped = 0  # unreadable files met so far (in this process)
         self.labels = torch.tensor([label for _, label in files])
         self._check_some_readable()
 
@@ -113,7 +116,9 @@ class ImageFolderDataset(Dataset):
         try:
             return decode_image_file(path, self.channels, self.size), label
         except Exception as err:  # noqa: BLE001
-            warnings.warn(f"skipped unreadable image {path} ({type(err).__name__}: {err})", stacklevel=1)
+            self.skipped += 1
+            warnings.warn(f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "
+                          f"{len(self.files)} images skipped so far in this process", stacklevel=1)
             return None
 
 
@@ -158,22 +163,57 @@ class BatchTransform:
 
     ``views=2`` gives ``{"views": (v1, v2), "labels"}`` (SimCLR); ``views=1`` gives
     ``{"images", "labels"}``. With ``deferred=True`` the transform is left to
-    ``on_after_batch_transfer`` and the batch carries ``{"raw", "transform", "labels"}``.
+    ``on_after_batch_transfer`` and the batch carries ``{"raw", "transform", "labels"}`` (plus, for
+    the training transform, ``"seed"``: the seed of that batch's augmentation).
+
+    Randomness of the training transform: its own generator, seeded from (``seed``, epoch, rank,
+    DataLoader worker seed) when :class:`~lightning_transfer.data.resumable.ResumableDataLoader`
+    calls :meth:`set_epoch`, so a resumed run augments every batch as the uninterrupted run did.
     """
 
-    def __init__(self, transform: torch.nn.Module, views: int, name: str, deferred: bool):
+    def __init__(self, transform: torch.nn.Module, views: int, name: str, deferred: bool, seed: int | None = None):
         self.transform, self.views, self.name, self.deferred = transform, views, name, deferred
+        self.seed, self.epoch = seed, 0
+        self._generator: torch.Generator | None = None
+        self._generator_key: tuple | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_generator": None, "_generator_key": None}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _own_generator(self) -> torch.Generator | None:
+        if self.seed is None:
+            return None
+        import os
+
+        from lightning_transfer.data.resumable import mix_seed
+
+        info = torch.utils.data.get_worker_info()
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        key = (os.getpid(), info.seed if info is not None else None, self.epoch, rank)
+        if self._generator is None or self._generator_key != key:
+            self._generator = torch.Generator().manual_seed(mix_seed("augment", self.seed, *key[1:]))
+            self._generator_key = key
+        return self._generator
 
     def __call__(self, samples) -> dict[str, Any]:
         images, labels = collate_images(samples)
+        generator = self._own_generator()
         if self.deferred:
-            return {"raw": images, "transform": self.name, "labels": labels}
-        return self.apply(images, labels)
+            batch = {"raw": images, "transform": self.name, "labels": labels}
+            if generator is not None:
+                batch["seed"] = int(torch.randint(0, 2**62, (), generator=generator))
+            return batch
+        return self.apply(images, labels, generator)
 
-    def apply(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    def apply(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
+        """``generator``: the random stream of a random (training) transform; None: torch's default."""
+        transform = self.transform if generator is None else partial(self.transform, generator=generator)
         if self.views == 2:
-            return {"views": (self.transform(images), self.transform(images)), "labels": labels}
-        return {"images": self.transform(images), "labels": labels}
+            return {"views": (transform(images), transform(images)), "labels": labels}
+        return {"images": transform(images), "labels": labels}
 
 
 class ImageDataModule(pl.LightningDataModule):
@@ -369,7 +409,14 @@ class ImageDataModule(pl.LightningDataModule):
         return BatchTransform(transform, views, name, deferred=self._augment_on_device())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self._transform("train"), True, self.hparams.batch_size, self.hparams.drop_last)
+        transform = self._transform("train")
+        transform.seed = self.hparams.seed
+        workers = self.hparams.num_workers
+        return ResumableDataLoader(
+            self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=self.hparams.drop_last,
+            num_workers=workers, pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.persistent_workers and workers > 0, collate_fn=transform, seed=self.hparams.seed,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, self._transform("eval"), False, self._eval_batch_size, False)
@@ -397,8 +444,25 @@ class ImageDataModule(pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "raw" in batch:
             transform = self._device_transforms(batch["raw"].device)[batch["transform"]]
-            return transform.apply(batch["raw"], batch["labels"])
+            generator = None
+            if "seed" in batch:  # the collate function's per-batch seed: reproducible, and resumable
+                generator = torch.Generator().manual_seed(int(batch["seed"]))
+            elif batch["transform"] == "train":
+                generator = self._rank_generator()
+            return transform.apply(batch["raw"], batch["labels"], generator)
         return batch
+
+    def _rank_generator(self) -> torch.Generator | None:
+        """Under DDP, a CPU generator seeded from (torch's seed, rank) for augmentations made in the main
+        process: every process is seeded alike (``seed_everything``), so the default generator would
+        give sample ``i`` of every process the same crop, jitter and flip. None with one process."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() < 2:
+            return None
+        rank = torch.distributed.get_rank()
+        if getattr(self, "_generator_rank", None) != rank:
+            self._generator = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + rank) % 2**63)
+            self._generator_rank = rank
+        return self._generator
 
     def _device_transforms(self, device: torch.device) -> dict[str, BatchTransform]:
         cached = getattr(self, "_on_device", None)

@@ -47,6 +47,7 @@ from lightning_transfer.data.corpus import (
     source_fingerprint,
     split_sentences,
 )
+from lightning_transfer.data.resumable import ResumableDataLoader
 from lightning_transfer.data.sources import resolve_path
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
@@ -297,8 +298,14 @@ class PretrainingCollator:
         self.pad_id, self.mask_id, self.vocab_size = pad_id, mask_id, vocab_size
         self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
         self.seed, self.fixed = seed, fixed
+        self.epoch: int | None = None  # set by ResumableDataLoader: masks then depend on (seed, epoch) only
         self._generator: torch.Generator | None = None
         self._generator_key: tuple | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed the masks of the coming pass from (``seed``, ``epoch``), so a run resumed mid-epoch
+        masks every batch as the uninterrupted run did."""
+        self.epoch = epoch
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
@@ -309,10 +316,11 @@ class PretrainingCollator:
         if self.fixed:
             return torch.Generator().manual_seed(_mix_seed(self.seed, "val", zlib.crc32(input_ids.numpy().tobytes())))
         info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.seed if info is not None else None)
+        key = (os.getpid(), info.seed if info is not None else None, self.epoch)
         if self._generator is None or self._generator_key != key:
             rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-            self._generator = torch.Generator().manual_seed(_mix_seed(self.seed, rank, key[1]))
+            parts = (self.seed, rank, key[1]) if self.epoch is None else (self.seed, rank, key[1], "epoch", self.epoch)
+            self._generator = torch.Generator().manual_seed(_mix_seed(*parts))
             self._generator_key = key
         return self._generator
 
@@ -478,9 +486,12 @@ class _LoaderMixin:
     """DataLoader construction shared by the text DataModules."""
 
     def _loader(self, dataset, collate_fn, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+        """Shuffled (training) loaders are :class:`ResumableDataLoader`: epoch-seeded order and masks,
+        and a position that a checkpoint restores mid-epoch."""
         hp = self.hparams
         pin_memory = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
-        return DataLoader(
+        loader_type, extra = (ResumableDataLoader, {"seed": hp.seed}) if shuffle else (DataLoader, {})
+        return loader_type(
             dataset,
             batch_size=hp.batch_size,
             shuffle=shuffle,
@@ -489,6 +500,7 @@ class _LoaderMixin:
             pin_memory=pin_memory,
             persistent_workers=bool(hp.persistent_workers and hp.num_workers > 0),
             generator=generator,
+            **extra,
         )
 
 

@@ -177,8 +177,12 @@ class BertSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         B, L, H = x.shape
-        q, k, v = (proj(x).view(B, L, self.num_heads, self.head_dim).transpose(1, 2)  # B x heads x L x d
-                   for proj in (self.query, self.key, self.value))
+        # One matmul for Q, K and V (weights concatenated on the fly; the parameters stay HF's three
+        # Linears): x is read and, under autocast, cast to the low-precision dtype once instead of 3 times.
+        weight = torch.cat((self.query.weight, self.key.weight, self.value.weight))  # 3H x H
+        bias = torch.cat((self.query.bias, self.key.bias, self.value.bias))
+        qkv = F.linear(x, weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B x heads x L x d
         mask = None if keep is None else additive_attention_mask(keep, q.dtype)  # B x 1 x 1 x L
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout_p if self.training else 0.0)
         return y.transpose(1, 2).reshape(B, L, H)
@@ -310,6 +314,8 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # B x 1 x 1 x L
+        if keep is not None and not torch.compiler.is_compiling() and bool(keep.all()):
+            keep = None  # nothing padded (packed batches): no mask to build, add and differentiate through
         return self.encoder(self.embeddings(input_ids, token_type_ids), keep)
 
     def pooled(self, hidden: torch.Tensor) -> torch.Tensor:

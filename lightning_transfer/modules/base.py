@@ -6,15 +6,68 @@ override :meth:`param_groups` (for example to give a probe or a head its own LR)
 ``optimizer`` (lars/adamw/sgd/adam), ``lr``, ``weight_decay``, ``momentum``, ``betas``,
 ``warmup_steps`` (None: ``warmup_fraction`` of all steps), ``warmup_fraction``, ``schedule``
 (cosine/linear/constant) and ``min_lr_factor``.
+
+``compile`` (optional, default off) is an implementation setting: it changes speed, never results.
+When a subclass has it among its hyperparameters and it is true, :meth:`on_train_start` compiles the
+hot submodules (:attr:`OptimizedModule.compile_targets`) with ``torch.compile``, in place
+(``nn.Module.compile``), so parameter names, state dicts and checkpoints stay those of the eager model.
+Where ``torch.compile`` cannot run (no C++ compiler for CPU code, say), it warns once and trains eagerly.
 """
 from __future__ import annotations
 
-import lightning.pytorch as pl
+import os
+import shutil
+import warnings
 
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from lightning_transfer.data.resumable import restore_loader_states
 from lightning_transfer.optim import build_optimizer, resolve_warmup_steps, split_decay_groups, warmup_schedule
 
 
+def compile_unavailable_reason(device: torch.device) -> str | None:
+    """Why ``torch.compile`` cannot run on ``device`` here, or None when it can (as far as a cheap check
+    tells: CPU code needs a C++ compiler, CUDA code Triton)."""
+    if not hasattr(torch, "compile") or not torch._dynamo.is_dynamo_supported():
+        return f"torch {torch.__version__} has no working torch.compile on this platform"
+    if device.type == "cpu":
+        candidates = [os.environ.get("CXX", ""), "g++", "clang++", "c++"]
+        if not any(name and shutil.which(name) for name in candidates):
+            return "no C++ compiler (g++/clang++) is on PATH, which torch.compile needs for CPU code"
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "the triton package is not installed, which torch.compile needs for CUDA code"
+    return None
+
+
 class OptimizedModule(pl.LightningModule):
+    #: Attribute names of the hot submodules ``compile=True`` compiles, where the subclass has them.
+    compile_targets: tuple[str, ...] = ("encoder", "backbone", "projection")
+
+    def compile_modules(self) -> list[str]:
+        """Compile the :attr:`compile_targets` this module has, in place; returns their names (none,
+        with a warning, when :func:`compile_unavailable_reason` gives a reason)."""
+        reason = compile_unavailable_reason(self.device)
+        if reason is not None:
+            warnings.warn(f"compile=True ignored: {reason}; training runs eagerly", UserWarning, stacklevel=2)
+            return []
+        names = []
+        for name in self.compile_targets:
+            module = getattr(self, name, None)
+            if isinstance(module, nn.Module) and module._compiled_call_impl is None:
+                module.compile()
+                names.append(name)
+        return names
+
+    def on_train_start(self) -> None:
+        restore_loader_states(self.trainer)  # exact mid-epoch resume (lightning_transfer.data.resumable)
+        if self.hparams.get("compile"):
+            self.compile_modules()
+
     def param_groups(self) -> list[dict]:
         """Default: every trainable parameter, no weight decay on biases and norm weights."""
         return split_decay_groups(self.named_parameters(), self.hparams.weight_decay)

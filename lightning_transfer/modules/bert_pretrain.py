@@ -18,6 +18,7 @@ shipped for the offline demo). Export: :meth:`BertPretrainModule.save_pretrained
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -159,11 +160,13 @@ class BertPretrainModule(OptimizedModule):
         self.save_hyperparameters()
         self.model: BertForPretraining | None = None
         self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
+        self._logs_own_hparams = False  # see _log_hyperparameters_beside
         self._pretrained_dir = resolve_path(pretrained, "pretrained") if pretrained is not None else None
         if self._pretrained_dir is not None:
             self._adopt_pretrained_config(self._pretrained_dir)
         elif vocab_size is None and tokenizer is not None:
             self.hparams.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+        self._record_resolved_hparams()
         self.bert_config(placeholder_vocab=True)  # bad sizes fail here, not after the data is ready
         self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
         if self.hparams.vocab_size is not None:
@@ -177,6 +180,11 @@ class BertPretrainModule(OptimizedModule):
                 f"vocab_size={given} differs from the {config.vocab_size} of pretrained={self.hparams.pretrained}; "
                 "leave vocab_size unset (null) to use the pretrained model's")
         self.hparams.update({name: getattr(config, name) for name in BERT_FIELDS})
+
+    def _record_resolved_hparams(self) -> None:
+        """Make the sizes taken from ``pretrained`` or the tokenizer the initial hyperparameters too, so
+        the loggers show the model that was built rather than the arguments it overrode."""
+        self._hparams_initial = copy.deepcopy(self._hparams)
 
     def bert_config(self, placeholder_vocab: bool = False) -> BertConfig:
         """The :class:`BertConfig` of the hyperparameters (``vocab_size`` must be resolved unless
@@ -243,6 +251,7 @@ class BertPretrainModule(OptimizedModule):
             require(isinstance(size, int), "vocab_size is unknown: set model.vocab_size or model.tokenizer, or use a "
                     "DataModule that exposes .tokenizer (TextPretrainDataModule)")
             self.hparams.vocab_size = size  # saved with the checkpoint, so loading rebuilds the same model
+            self._record_resolved_hparams()
             self.configure_model()
         if data_tokenizer is not None:
             self._check_data_tokenizer(data_tokenizer)
@@ -283,14 +292,17 @@ class BertPretrainModule(OptimizedModule):
         loggers and stops the run when a shared key has two values. ``TextPretrainDataModule`` has its own
         ``vocab_size`` (the size a tokenizer is trained to) and ``tokenizer``; when they differ from ours,
         log ours here with the clashing keys as ``model/<key>`` and leave Lightning the DataModule's."""
-        if datamodule is None or not self._log_hyperparams or not getattr(datamodule, "_log_hyperparams", False):
+        if self._logs_own_hparams:  # an earlier run of this module turned Lightning's logging off: start over
+            self._log_hyperparams, self._logs_own_hparams = True, False
+        if (datamodule is None or not self._log_hyperparams or not getattr(datamodule, "_log_hyperparams", False)
+                or not getattr(self.trainer, "enable_autolog_hparams", True)):
             return
         initial, theirs = dict(self.hparams_initial), dict(datamodule.hparams_initial)  # what Lightning compares
         clashing = {key for key in initial.keys() & theirs.keys() if key != "_class_path"
                     and (type(initial[key]) is not type(theirs[key]) or initial[key] != theirs[key])}
         if not clashing:
             return
-        self._log_hyperparams = False
+        self._log_hyperparams, self._logs_own_hparams = False, True
         params = {(f"model/{key}" if key in clashing else key): value  # the resolved values (vocab_size)
                   for key, value in self.hparams.items() if key != "_class_path"}
         for logger in self.trainer.loggers:

@@ -145,13 +145,15 @@ class SimCLRModule(OptimizedModule):
         return loss
 
     def _probe_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Logged on every process and step, labels or not: the epoch-end sync of the metric is a
+        # collective, and a process that never logged it would leave the others waiting (DDP hang).
+        self.log("train/probe_acc", self.train_probe_acc, on_step=False, on_epoch=True)
         labeled = labels >= 0
         if not labeled.any():
             return features.new_zeros(()) + 0.0 * sum(p.sum() for p in self.probe.parameters())
         logits = self.probe(features[labeled].float())
         probe_loss = F.cross_entropy(logits, labels[labeled])
         self.train_probe_acc(logits, labels[labeled])
-        self.log("train/probe_acc", self.train_probe_acc, on_step=False, on_epoch=True)
         return probe_loss
 
     def on_validation_epoch_start(self) -> None:

@@ -278,11 +278,13 @@ def fitted(tmp_path_factory):
 
     before = quiet_trainer(limit_val_batches=3).validate(module, datamodule=data, verbose=False)
     record["val"].append(before[0]["val/mlm_loss"])  # the loss before training
+    logger = pl.loggers.CSVLogger(root / "logs", name="", version="")
     trainer = quiet_trainer(max_steps=60, val_check_interval=15, limit_val_batches=3, gradient_clip_val=1.0,
-                            callbacks=[Record()])
+                            callbacks=[Record()], logger=logger)
     trainer.fit(module, datamodule=data)
     trainer.save_checkpoint(root / "model.ckpt")
-    return {"module": module, "data": data, "trainer": trainer, "ckpt": root / "model.ckpt", "root": root, **record}
+    return {"module": module, "data": data, "trainer": trainer, "ckpt": root / "model.ckpt", "root": root,
+            "hparams": root / "logs" / "hparams.yaml", **record}
 
 
 def test_short_fit_on_a_text_datamodule_lowers_the_validation_mlm_loss(fitted):
@@ -293,6 +295,16 @@ def test_short_fit_on_a_text_datamodule_lowers_the_validation_mlm_loss(fitted):
     for name in ("val/loss", "val/mlm_ppl", "val/mlm_acc", "val/nsp_acc", "train/mlm_loss", "train/mlm_ppl", "train/nsp_acc"):
         assert torch.isfinite(metrics[name]), name
     assert metrics["val/mlm_ppl"].item() == pytest.approx(math.exp(metrics["val/mlm_loss"].item()), rel=1e-4)
+
+
+def test_hyperparameters_clashing_with_the_datamodule_are_logged_under_a_model_prefix(fitted):
+    import yaml
+
+    # TextPretrainDataModule's vocab_size (the tokenizer's target size, 200) is not the model's
+    # (the trained tokenizer's actual size); Lightning's merge would stop the run on the clash.
+    logged = yaml.safe_load(fitted["hparams"].read_text())
+    assert logged["vocab_size"] == 200 and logged["model/vocab_size"] == fitted["data"].vocab_size < 200
+    assert logged["hidden_size"] == 48 and logged["nsp"] is True
 
 
 def test_learning_rate_warms_up_then_decays_linearly_every_step(fitted):
@@ -343,3 +355,21 @@ def test_checkpoint_is_recognized_by_the_fine_tuning_loader_as_a_bert_encoder(fi
     assert (modality, feature_dim, info["kind"]) == ("text", 48, "bert")
     reference = fitted["module"].encoder.state_dict()
     assert all(torch.equal(value, reference[key]) for key, value in encoder.state_dict().items())
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+CPU_OVERRIDES = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+                 "--trainer.precision", "32-true", "--trainer.num_nodes", "1"]
+
+
+@pytest.mark.parametrize("recipe", ["reviews_tiny", "minilm_continue", "wikitext103_base"])
+def test_bert_config_builds_its_module_and_datamodule_through_the_cli(recipe, monkeypatch, tmp_path):
+    from lightning_transfer.cli import build_cli
+
+    monkeypatch.chdir(REPO)  # minilm_continue names the MiniLM tokenizer by a path relative to the repository
+    cli = build_cli(["--config", f"configs/bert/{recipe}.yaml", *CPU_OVERRIDES,
+                     "--trainer.default_root_dir", str(tmp_path)], run=False)
+    assert isinstance(cli.model, BertPretrainModule) and isinstance(cli.datamodule, TextPretrainDataModule)
+    assert cli.model.hparams.nsp == cli.datamodule.hparams.nsp
+    assert cli.datamodule.hparams.max_seq_length <= cli.model.hparams.max_position_embeddings
+    assert cli.trainer.gradient_clip_val == 1.0

@@ -1,0 +1,275 @@
+"""Two-process CPU/gloo runs for tests/test_ddp.py.
+
+:func:`run_two_processes` starts ``world`` processes that behave like ``torchrun`` children
+(``LOCAL_RANK``/``NODE_RANK``/``WORLD_SIZE`` set, so ``Trainer(strategy="ddp")`` joins them instead of
+launching its own), opens the gloo process group with a short timeout (a rank stuck in a collective
+fails instead of hanging the suite), runs :func:`worker` and waits at most ``deadline`` seconds.
+
+Each scenario of :func:`worker` writes ``<out>/<scenario>_rank<r>.pt`` as soon as it finishes, so one
+scenario that fails or hangs leaves the others' results for their own tests.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+SCENARIOS = ("seeding", "simclr", "bert", "finetune", "simclr_probe")
+
+
+# ----------------------------------------------------------------------------- picklable pieces
+class TinyBackbone(nn.Module):
+    """Flatten + Linear: a BatchNorm-free encoder, so per-process statistics cannot differ from the
+    single-process run."""
+
+    def __init__(self, in_features: int = 48, feature_dim: int = 8):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, feature_dim))
+        self.feature_dim = feature_dim
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class ViewsDataset(Dataset):
+    """Precomputed SimCLR views (no augmentation): ``{"views": (v1, v2), "labels", "index"}``."""
+
+    def __init__(self, views1: torch.Tensor, views2: torch.Tensor, labels: torch.Tensor):
+        self.views1, self.views2, self.labels = views1, views2, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"views": (self.views1[i], self.views2[i]), "labels": self.labels[i], "index": i}
+
+
+class ListDataset(Dataset):
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.rows[i]
+
+
+class RecordLosses(pl.Callback):
+    """Keeps the loss of every training step (this process's value)."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+        self.indices: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.losses.append(float(loss.detach()))
+        if isinstance(batch, dict) and "index" in batch:
+            self.indices += [int(i) for i in batch["index"]]
+
+
+class LogOnRankZeroOnly(pl.Callback):
+    """Logs a key on process 0 only (plain float, no sync): must not make the other process wait."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_rank == 0:
+            pl_module.log("debug/rank0_only", 1.0, rank_zero_only=True)
+
+
+def tiny_trainer(**overrides) -> pl.Trainer:
+    settings = dict(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, max_epochs=1)
+    settings.update(overrides)
+    return pl.Trainer(**settings)
+
+
+# ----------------------------------------------------------------------------- inputs shared by parent and workers
+def simclr_module(num_classes: int = 0):
+    from lightning_transfer import SimCLRModule
+
+    return SimCLRModule(backbone=TinyBackbone(), projection_layers=1, projection_dim=4, temperature=0.5,
+                        optimizer="sgd", lr=8.0, lr_scaling="linear", weight_decay=0.0, warmup_steps=0,
+                        schedule="constant", num_classes=num_classes)
+
+
+def simclr_data(n: int = 8, labeled: bool = False) -> ViewsDataset:
+    g = torch.Generator().manual_seed(1)
+    views1, views2 = torch.randn(n, 3, 4, 4, generator=g), torch.randn(n, 3, 4, 4, generator=g)
+    labels = torch.arange(n) % 3 if labeled else torch.full((n,), -1)
+    return ViewsDataset(views1, views2, labels)
+
+
+BERT_SIZES = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                  max_position_embeddings=16, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                  nsp=True, optimizer="adamw", lr=1e-2, warmup_steps=0, schedule="constant")
+
+
+def bert_module():
+    from lightning_transfer import BertPretrainModule
+
+    return BertPretrainModule(**BERT_SIZES)
+
+
+def bert_rows(n: int = 24, length: int = 12) -> list[dict]:
+    """Pretraining examples with padding and exactly two selected tokens per row, so every process
+    averages over the same number of tokens and DDP's mean of per-process means is the global mean."""
+    g = torch.Generator().manual_seed(2)
+    rows = []
+    for i in range(n):
+        real = 6 + i % (length - 6)  # varying lengths: padded batches
+        ids = torch.zeros(length, dtype=torch.long)
+        ids[:real] = torch.randint(5, 40, (real,), generator=g)
+        ids[0], ids[real - 1] = 2, 3  # CLS ... SEP
+        labels = torch.full((length,), -100)
+        for pos in (1 + i % (real - 3), real - 2):
+            labels[pos] = ids[pos]
+            ids[pos] = 4  # [MASK]
+        rows.append({"input_ids": ids, "attention_mask": (torch.arange(length) < real).long(),
+                     "token_type_ids": torch.zeros(length, dtype=torch.long), "labels": labels,
+                     "next_sentence_label": torch.tensor(i % 2), "index": i})
+    return rows
+
+
+FINETUNE_ENCODER = {"backbone": "convnet", "in_channels": 1, "small_images": True, "width": 4}
+
+
+def finetune_module():
+    from lightning_transfer import FineTuneModule
+
+    return FineTuneModule(encoder_config=FINETUNE_ENCODER, init="scratch", lr=1e-2, warmup_steps=0, schedule="constant")
+
+
+def finetune_data():
+    from lightning_transfer import ImageDataModule
+
+    return ImageDataModule(source="mnist_demo", mode="supervised", labels_per_class=2, batch_size=4, val_size=20,
+                           test_size=20, num_workers=0, knn_bank_size=0)
+
+
+# ----------------------------------------------------------------------------- the worker
+def _save(out: Path, name: str, rank: int, result: dict) -> None:
+    torch.save(result, out / f"{name}_rank{rank}.pt")
+
+
+def _gather_object(obj):
+    objects = [None] * dist.get_world_size()
+    dist.all_gather_object(objects, obj)
+    return objects
+
+
+def _seeding(rank: int, inputs: dict) -> dict:
+    """Lightning seeds every process with the same seed: the augmentation and the masking must still
+    draw differently on each process (per-rank streams), while the data split is the same."""
+    from lightning_transfer import ImageDataModule
+    from lightning_transfer.data.text import PretrainingCollator
+
+    pl.seed_everything(0, verbose=False)
+    dm = ImageDataModule(source="mnist_demo", mode="simclr", image_size=16, num_workers=0)
+    image = torch.arange(16 * 16, dtype=torch.uint8).reshape(1, 16, 16)
+    batch = dm._transform("train")([(image, 0)] * 4)
+    views = dm.on_after_batch_transfer(batch, 0)["views"][0]
+    collator = PretrainingCollator(pad_id=0, mask_id=4, vocab_size=40, mlm_probability=0.5, seed=0)
+    masked = collator([{"input_ids": list(range(5, 25)), "special_tokens_mask": [0] * 20, "token_type_ids": [0] * 20}])
+    sync_bn_error = None
+    try:
+        nn.SyncBatchNorm(4).train()(torch.randn(8, 4))
+    except ValueError as err:  # torch: "SyncBatchNorm expected input tensor to be on GPU ..."
+        sync_bn_error = str(err)
+    return {"views": _gather_object(views), "masks": _gather_object(masked["labels"]), "sync_bn_error": sync_bn_error}
+
+
+def _simclr(rank: int, inputs: dict) -> dict:
+    module = simclr_module()
+    module.load_state_dict(inputs["simclr_state"])
+    record = RecordLosses()
+    trainer = tiny_trainer(devices=2, strategy="ddp", max_steps=1, callbacks=[record])
+    trainer.fit(module, DataLoader(simclr_data(), batch_size=4))
+    return {"state": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "lr": trainer.optimizers[0].param_groups[0]["lr"], "losses": record.losses, "indices": record.indices}
+
+
+def _bert(rank: int, inputs: dict) -> dict:
+    module = bert_module()
+    module.load_state_dict(inputs["bert_state"])
+    record = RecordLosses()
+    trainer = tiny_trainer(devices=2, strategy="ddp", max_steps=3, gradient_clip_val=1.0, callbacks=[record])
+    trainer.fit(module, DataLoader(ListDataset(bert_rows()), batch_size=4))
+    losses = torch.tensor(record.losses)
+    dist.all_reduce(losses)  # what DDP optimizes: the mean over processes of each process's loss
+    return {"losses": (losses / dist.get_world_size()).tolist(), "indices": record.indices,
+            "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+
+
+def _finetune(rank: int, inputs: dict) -> dict:
+    module = finetune_module()
+    dm = finetune_data()
+    module.load_state_dict(inputs["finetune_state"], strict=False)  # the head is built from the data in setup
+    trainer = tiny_trainer(devices=2, strategy="ddp", limit_val_batches=None)
+    trainer.validate(module, dm, verbose=False)
+    validated = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    head = {k: v.clone() for k, v in module.state_dict().items() if k.startswith("classifier.")}
+    fit = tiny_trainer(devices=2, strategy="ddp", max_steps=2, callbacks=[LogOnRankZeroOnly()])
+    fit.fit(module, dm)
+    sampler = fit.train_dataloader.sampler
+    return {"val": validated, "head": head, "train_subset": list(dm.train_set.indices),
+            "train_shard": list(iter(sampler)), "sampler": type(sampler).__name__, "fit_steps": fit.global_step}
+
+
+def _simclr_probe(rank: int, inputs: dict) -> dict:
+    """SimCLR with its online probe where process 0's batch has no label: it must still log the probe
+    metric (else process 1 waits for it forever in the epoch-end sync)."""
+    module = simclr_module(num_classes=3)
+    trainer = tiny_trainer(devices=2, strategy="ddp", max_epochs=1)
+    trainer.fit(module, DataLoader(simclr_data(labeled=rank == 1), batch_size=4))  # process 0: no label at all
+    return {"metrics": {k: float(v) for k, v in trainer.callback_metrics.items()}}
+
+
+def worker(rank: int, world: int, port: int, out_dir: str, inputs: dict, scenarios: tuple[str, ...]) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), NODE_RANK="0",
+                      LOCAL_RANK=str(rank), PL_DISABLE_FORK="1")
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=45))
+    out = Path(out_dir)
+    functions = {"seeding": _seeding, "simclr": _simclr, "bert": _bert, "finetune": _finetune, "simclr_probe": _simclr_probe}
+    for name in scenarios:
+        torch.manual_seed(0)
+        try:
+            _save(out, name, rank, functions[name](rank, inputs))
+        except Exception:  # noqa: BLE001 - reported to the test through the file
+            (out / f"{name}_rank{rank}.err").write_text(traceback.format_exc())
+            break  # the process group may be out of step now
+    dist.destroy_process_group()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(out_dir: Path, inputs: dict, scenarios=SCENARIOS, deadline: float = 240.0) -> None:
+    """Run :func:`worker` on 2 processes; kill them when ``deadline`` seconds have passed."""
+    context = mp.start_processes(worker, args=(2, free_port(), str(out_dir), inputs, tuple(scenarios)), nprocs=2,
+                                 join=False, start_method="spawn")
+    end = time.monotonic() + deadline
+    try:
+        while not context.join(timeout=1.0):
+            if time.monotonic() > end:
+                (Path(out_dir) / "deadline").write_text(f"killed after {deadline} s")
+                break
+    finally:
+        for process in context.processes:
+            if process.is_alive():
+                process.kill()

@@ -1,0 +1,171 @@
+"""Mixed precision (``precision="bf16-mixed"``) on CPU for every module, and every config under
+``--trainer.precision bf16-mixed --trainer.strategy ddp``.
+
+Tolerance: bf16 keeps 8 bits of mantissa (relative rounding 2^-8 ~ 4e-3 per op); with the losses,
+softmaxes and normalizations in float32, a tiny model's loss stays within ``rel=2e-2`` of float32.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from lightning_transfer import BertPretrainModule, FineTuneModule, SimCLRModule
+from lightning_transfer.cli import build_cli
+from tests.test_cli import CONFIGS, OVERRIDES
+
+ROOT = Path(__file__).resolve().parents[1]
+REL = 2e-2
+TINY_BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                 max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def bf16(fn, *args):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return fn(*args)
+
+
+# ----------------------------------------------------------------------------- modules and batches
+def simclr():
+    return SimCLRModule(backbone="convnet", width=4, in_channels=1, projection_hidden_dim=32, projection_dim=16,
+                        temperature=0.2, optimizer="adamw", lr=3e-3, lr_scaling="none", warmup_steps=0,
+                        schedule="constant", num_classes=3)
+
+
+def simclr_batch(n: int = 16) -> dict:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 1, 16, 16, generator=g)
+    return {"views": (x + 0.1 * torch.randn(x.shape, generator=g), x + 0.1 * torch.randn(x.shape, generator=g)),
+            "labels": torch.arange(n) % 3}
+
+
+def bert():
+    return BertPretrainModule(**TINY_BERT, nsp=True, optimizer="adamw", lr=3e-3, warmup_steps=0, schedule="constant")
+
+
+def padded_text(n: int = 8, length: int = 16, vocab: int = 64) -> dict:
+    """Rows of very different lengths (one of a single token), padding included: the bf16 NaN trap."""
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.tensor([1, 2, 5, 16, 9, 3, 12, 7])[:n]
+    mask = (torch.arange(length)[None] < lengths[:, None]).long()
+    ids = torch.randint(5, vocab, (n, length), generator=g) * mask
+    labels = torch.where((torch.rand(n, length, generator=g) < 0.3) & mask.bool(), ids, torch.full_like(ids, -100))
+    labels[:, 0] = ids[:, 0]  # at least one selected token per row
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids), "labels": labels,
+            "next_sentence_label": torch.arange(n) % 2}
+
+
+def finetune_text():
+    return FineTuneModule(encoder_config=dict(TINY_BERT), init="scratch", num_classes=3, pooling="mean", lr=3e-3,
+                          warmup_steps=0, schedule="constant", head_dropout=0.0)
+
+
+def finetune_image():
+    return FineTuneModule(encoder_config={"backbone": "convnet", "in_channels": 1, "small_images": True, "width": 4},
+                          init="scratch", num_classes=3, lr=3e-3, warmup_steps=0, schedule="constant")
+
+
+def classification_text() -> dict:
+    batch = padded_text()
+    return {**{k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, "labels": torch.arange(8) % 3}
+
+
+def classification_image() -> dict:
+    return {"images": torch.randn(8, 1, 16, 16, generator=torch.Generator().manual_seed(0)), "labels": torch.arange(8) % 3}
+
+
+def loss_of(module, data: dict) -> float:
+    """The training loss without ``training_step`` (which logs, and needs a running loop)."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        if isinstance(module, SimCLRModule):
+            from lightning_transfer.losses import nt_xent_loss
+
+            z1, z2 = module.projection(module.backbone(torch.cat(data["views"]))).chunk(2)
+            return nt_xent_loss(z1, z2, module.hparams.temperature).item()
+        if isinstance(module, BertPretrainModule):
+            return module.pretraining_losses(data).loss.item()
+        return torch.nn.functional.cross_entropy(module(data).float(), data["labels"]).item()
+
+
+CASES = {
+    "simclr": (simclr, simclr_batch),
+    "bert": (bert, padded_text),
+    "finetune_text": (finetune_text, classification_text),
+    "finetune_image": (finetune_image, classification_image),
+}
+
+
+class FixedBatches(torch.utils.data.Dataset):
+    def __init__(self, batch: dict, steps: int):
+        self.batch, self.steps = batch, steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, i):
+        return self.batch
+
+
+# ----------------------------------------------------------------------------- tests
+@pytest.mark.parametrize("case", CASES)
+def test_bf16_autocast_loss_is_float32_finite_and_close_to_float32(case):
+    make, batch = CASES[case]
+    torch.manual_seed(0)
+    module = make().train()
+    data = batch()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        full = module.training_step(data, 0)
+        torch.manual_seed(1)
+        mixed = bf16(module.training_step, data, 0)
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed)
+    assert mixed.item() == pytest.approx(full.item(), rel=REL)
+
+
+def test_bert_parts_that_need_float32_stay_float32_under_bf16_autocast():
+    module = bert()
+    data = padded_text()
+    out = bf16(module.pretraining_losses, data)
+    assert out.mlm_logits.dtype == out.nsp_logits.dtype == out.mlm_loss.dtype == torch.float32
+    hidden = bf16(module, data["input_ids"], data["attention_mask"])
+    assert hidden.dtype == torch.float32 and torch.isfinite(hidden).all()  # LayerNorm output: the residual stream
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_few_bf16_mixed_training_steps_reduce_the_loss(case):
+    make, batch = CASES[case]
+    torch.manual_seed(0)
+    module = make()
+    data = batch()
+    before = loss_of(module.train(), data)
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=6, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(FixedBatches(data, 6), batch_size=None))
+    after = loss_of(module.train(), data)
+    assert after == after and after < before  # finite (not NaN) and lower
+
+
+@pytest.fixture(scope="module")
+def offline_values(tmp_path_factory):
+    """Stand-ins for test_cli.OVERRIDES' placeholders: exported (untrained) SimCLR encoders are enough
+    to instantiate the fine-tuning configs."""
+    root = tmp_path_factory.mktemp("precision_cli")
+    for channels in (1, 3):
+        SimCLRModule(backbone="convnet", width=4, in_channels=channels, num_classes=0).export_encoder(root / f"enc{channels}.pt")
+    return {"simclr1": str(root / "enc1.pt"), "simclr3": str(root / "enc3.pt"), "cache": str(root / "cache")}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_config_accepts_bf16_mixed_and_ddp(config, offline_values, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    extra = [arg.format(**offline_values) for arg in OVERRIDES.get(config, [])]
+    cli = build_cli(["--config", str(ROOT / config), *extra, "--trainer.precision", "bf16-mixed",
+                     "--trainer.strategy", "ddp", "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+                     "--trainer.logger", "false"], run=False)
+    assert type(cli.trainer.strategy).__name__ == "DDPStrategy"
+    assert type(cli.trainer.precision_plugin).__name__ == "MixedPrecision"
+    assert cli.trainer.precision_plugin.precision == "bf16-mixed"
