@@ -116,9 +116,9 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         if device.type == "cuda":
-            self.what = "peak CUDA memory allocated above the steady state (torch.cuda.max_memory_allocated)"
+            self.what = "peak CUDA memory allocated during one measured call above what was allocated before (torch.cuda.max_memory_allocated)"
         else:
-            self.what = "peak RSS growth during one step (VmHWM after a clear_refs reset; large allocations mmap-ed)"
+            self.what = "peak RSS growth during one measured call (VmHWM after a clear_refs reset, large allocations mmap-ed while measuring)"
 
     def measure(self, fn: Callable[[], object]) -> float | None:
         gc.collect()

@@ -20,7 +20,7 @@ DataLoader and training on them, one warm-up round excluded, median over the rou
 CPU-second of this process with ``--workers 0`` (the default: the data work then runs in this process
 and is counted), per wall-second with workers. Memory: see ``_common.PeakMemory``.
 
-    python benchmarks/simclr_train.py --quick     # batch 64, 2 steps per round, ~2-3 minutes on CPU
+    python benchmarks/simclr_train.py --quick     # batch 64, 1 step per round, ~2-3 minutes on one CPU thread
     python benchmarks/simclr_train.py --device cuda --batch 256 --workers 8 --precision bf16
 """
 from __future__ import annotations
@@ -125,7 +125,7 @@ def lightly_side(arrays: np.ndarray, size: int, blur: float, small: bool, args, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 steps at batch 64")
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 1 step at batch 64")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0: torch's default)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers, the same for both sides")
@@ -136,7 +136,7 @@ def main() -> None:
     args = parser.parse_args()
     device = pick_device(args.device)
     threads = setup_threads(args.threads or None)
-    args.steps = args.steps or (2 if args.quick else 4)
+    args.steps = args.steps or (1 if args.quick else 4)
     reps = 3 if args.quick else 7
     clock = Clock(device)
     if args.workers > 0 and device.type == "cpu":  # worker CPU time is not this process's: use wall time

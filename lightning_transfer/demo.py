@@ -54,8 +54,8 @@ class Plan:
 
 FULL = Plan(simclr_steps=500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=150, bert_epochs=6, bert_layers=4,
             reviews_labels=(10, 50, 200), reviews_finetune_epochs=6, reviews_max_length=64)
-QUICK = Plan(simclr_steps=120, mnist_labels=(10,), mnist_finetune_steps=60, bert_epochs=1, bert_layers=2,
-             reviews_labels=(50,), reviews_finetune_epochs=3, reviews_max_length=48)
+QUICK = Plan(simclr_steps=80, mnist_labels=(10,), mnist_finetune_steps=40, bert_epochs=1, bert_layers=2,
+             reviews_labels=(50,), reviews_finetune_epochs=2, reviews_max_length=48)
 
 
 def status(message: str) -> None:

@@ -39,22 +39,23 @@ def _trainer(root: Path, **overrides) -> pl.Trainer:
     return pl.Trainer(**settings)
 
 
-def assert_resume_is_exact(tmp_path: Path, make_module, make_data, crash_steps) -> None:
+def assert_resume_is_exact(tmp_path: Path, make_module, make_data, crash_steps, **trainer_settings) -> None:
     """Uninterrupted fit vs. fit killed before step k then resumed from the step-k checkpoint."""
     pl.seed_everything(0)
     module = make_module()
-    _trainer(tmp_path / "full").fit(module, make_data())
+    _trainer(tmp_path / "full", **trainer_settings).fit(module, make_data())
     expected = {name: value.clone() for name, value in module.state_dict().items()}
     for k in crash_steps:
         pl.seed_everything(0)
         directory = tmp_path / f"ckpt-{k}"
         saver = ModelCheckpoint(dirpath=directory, every_n_train_steps=k, save_top_k=-1)
         with pytest.raises(Crash):
-            _trainer(tmp_path / "crashed", callbacks=[saver, CrashAtStep(k)], enable_checkpointing=True).fit(make_module(), make_data())
+            _trainer(tmp_path / "crashed", callbacks=[saver, CrashAtStep(k)], enable_checkpointing=True,
+                     **trainer_settings).fit(make_module(), make_data())
         (checkpoint,) = directory.glob("*.ckpt")
         pl.seed_everything(1234)  # the resumed process starts from another random state
         resumed = make_module()
-        _trainer(tmp_path / "resumed").fit(resumed, make_data(), ckpt_path=str(checkpoint))
+        _trainer(tmp_path / "resumed", **trainer_settings).fit(resumed, make_data(), ckpt_path=str(checkpoint))
         for name, value in resumed.state_dict().items():
             torch.testing.assert_close(value, expected[name], rtol=0, atol=0, msg=f"{name} after resuming from step {k}")
 
@@ -65,18 +66,24 @@ def _mnist(mode: str) -> ImageDataModule:
     return ImageDataModule(source="mnist_demo", mode=mode, batch_size=8, val_size=10, test_size=4960, image_size=16)
 
 
+def _simclr() -> SimCLRModule:
+    return SimCLRModule(backbone="convnet", width=8, in_channels=1, projection_hidden_dim=16, projection_dim=8,
+                        optimizer="lars", lr=0.5, lr_scaling="none", num_classes=0, warmup_steps=2)
+
+
 def test_simclr_resumes_exactly_mid_epoch_and_at_an_epoch_boundary(tmp_path):
-    def module():
-        return SimCLRModule(backbone="convnet", width=8, in_channels=1, projection_hidden_dim=16, projection_dim=8,
-                            optimizer="lars", lr=0.5, lr_scaling="none", num_classes=0, warmup_steps=2)
-
-    assert_resume_is_exact(tmp_path, module, lambda: _mnist("simclr"), crash_steps=(2, 3))
+    assert_resume_is_exact(tmp_path, _simclr, lambda: _mnist("simclr"), crash_steps=(2, 3))
 
 
-def test_image_fine_tuning_with_dropout_resumes_exactly_mid_epoch(tmp_path):
+def test_resume_at_the_end_of_an_epoch_cut_short_by_limit_train_batches_starts_the_next_epoch(tmp_path):
+    assert_resume_is_exact(tmp_path, _simclr, lambda: _mnist("simclr"), crash_steps=(2,), limit_train_batches=2)
+
+
+def test_gradual_image_fine_tuning_with_dropout_resumes_exactly_mid_epoch(tmp_path):
+    """Epoch 0 trains the head, epoch 1 also the top block: the crash is in epoch 1."""
     def module():
         return FineTuneModule(encoder_config={"backbone": "convnet", "in_channels": 1, "small_images": True, "width": 8},
-                              num_classes=10, strategy="full", lr=1e-2, head_dropout=0.5, warmup_steps=1)
+                              num_classes=10, strategy="gradual", lr=1e-2, head_dropout=0.5, warmup_steps=1)
 
     assert_resume_is_exact(tmp_path, module, lambda: _mnist("supervised"), crash_steps=(4,))
 

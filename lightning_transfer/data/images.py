@@ -18,6 +18,7 @@ Sources:
 """
 from __future__ import annotations
 
+import os
 import warnings
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_transfer.data.augment import EvalTransform, SimCLRAugmentation
-from lightning_transfer.data.resumable import ResumableDataLoader
+from lightning_transfer.data.resumable import ResumableDataLoader, mix_seed
 from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
@@ -186,10 +187,6 @@ class BatchTransform:
     def _own_generator(self) -> torch.Generator | None:
         if self.seed is None:
             return None
-        import os
-
-        from lightning_transfer.data.resumable import mix_seed
-
         info = torch.utils.data.get_worker_info()
         rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
         key = (os.getpid(), info.seed if info is not None else None, self.epoch, rank)

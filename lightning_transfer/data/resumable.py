@@ -91,6 +91,14 @@ def restore_loader_states(trainer) -> None:
     if getattr(fit_loop, "_combined_loader_states_to_load", None) and fit_loop._combined_loader is not None:
         fit_loop._combined_loader._load_state_dicts(fit_loop._combined_loader_states_to_load)
         fit_loop._combined_loader_states_to_load = []
+        # Saved after the epoch's last batch but before the loader ran dry (limit_train_batches):
+        # Lightning goes on with the next epoch, so must the loaders.
+        for loader in fit_loop._combined_loader.flattened:
+            if isinstance(loader, ResumableDataLoader) and loader._resume is not None:
+                epoch, consumed = loader._resume
+                if consumed >= trainer.num_training_batches:
+                    loader._resume = (epoch, len(loader))
+
 
 def _rng_state() -> dict[str, Any]:
     """The global random states as tensors and plain Python values (``torch.load(weights_only=True)``

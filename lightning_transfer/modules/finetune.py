@@ -109,6 +109,8 @@ class FineTuneModule(OptimizedModule):
         optimizer, lr, weight_decay, momentum, betas, warmup_steps, warmup_fraction, schedule,
             min_lr_factor: as :class:`~lightning_transfer.modules.base.OptimizedModule`; ``None``
             means the modality default (:data:`MODALITY_DEFAULTS`), resolved at construction.
+        compile: compile the encoder with ``torch.compile`` when training starts (speed only; see
+            :class:`~lightning_transfer.modules.base.OptimizedModule`).
 
     Raises :class:`UserInputError` on a bad setting or pretrained file at construction, and in
     :meth:`setup` when the data does not fit (modality, classes, channels, vocabulary).
@@ -137,6 +139,7 @@ class FineTuneModule(OptimizedModule):
         warmup_fraction: float | None = None,
         schedule: str | None = None,
         min_lr_factor: float = 0.0,
+        compile: bool = False,
     ):
         super().__init__()
         for name, value, choices in (("strategy", strategy, STRATEGIES), ("pooling", pooling, POOLINGS),
@@ -284,6 +287,11 @@ class FineTuneModule(OptimizedModule):
         return self
 
     def on_train_epoch_start(self) -> None:
+        self.apply_strategy(self.current_epoch)
+
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        # A run resumed mid-epoch gets no on_train_epoch_start from Lightning: set that epoch's blocks here.
         self.apply_strategy(self.current_epoch)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

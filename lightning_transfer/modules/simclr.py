@@ -47,6 +47,8 @@ class SimCLRModule(OptimizedModule):
     ``lr * global_batch / 256`` (the paper's 0.3 x B/256 with LARS), ``"sqrt"``:
     ``lr * sqrt(global_batch)`` (0.075 x sqrt(B), better for small batches).
     ``num_classes`` sizes the probe; ``None`` takes it from the DataModule (0 turns probe and kNN off).
+    ``compile=True`` compiles backbone and head with ``torch.compile`` when training starts (speed only;
+    see :class:`~lightning_transfer.modules.base.OptimizedModule`).
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class SimCLRModule(OptimizedModule):
         probe_lr: float = 0.1,
         knn_k: int = 200,
         knn_temperature: float = 0.1,
+        compile: bool = False,
     ):
         super().__init__()
         if lr_scaling not in LR_SCALING:

@@ -366,7 +366,7 @@ CPU_OVERRIDES = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--tr
 def test_bert_config_builds_its_module_and_datamodule_through_the_cli(recipe, monkeypatch, tmp_path):
     from lightning_transfer.cli import build_cli
 
-    monkeypatch.chdir(REPO)  # minilm_continue names the MiniLM tokenizer by a path relative to the repository
+    monkeypatch.chdir(REPO)
     cli = build_cli(["--config", f"configs/bert/{recipe}.yaml", *CPU_OVERRIDES,
                      "--trainer.default_root_dir", str(tmp_path)], run=False)
     assert isinstance(cli.model, BertPretrainModule) and isinstance(cli.datamodule, TextPretrainDataModule)

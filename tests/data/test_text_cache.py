@@ -1,0 +1,77 @@
+"""Integrity of the tokenized-corpus cache of TextPretrainDataModule: a same-size, same-mtime edit of
+the corpus still misses the cache, and two processes building the same cache at once both end with
+the same complete dataset (temporary directory + rename; the loser keeps the winner's copy).
+(Changed tokenizer / corpus / settings missing the cache: tests/data/test_text.py.)"""
+import multiprocessing as mp
+import os
+import random
+
+import pytest
+
+from lightning_transfer.data.text import TextPretrainDataModule
+from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
+
+WORDS = ["cat", "dog", "owl", "fox", "sees", "likes", "the", "river", "house", "red", "big", "small"]
+
+
+def _corpus(path, seed=0, documents=30):
+    rng = random.Random(seed)
+    path.write_text("\n\n".join("\n".join(" ".join(rng.choice(WORDS) for _ in range(6)) + " ." for _ in range(3))
+                                for _ in range(documents)) + "\n")
+    return path
+
+
+@pytest.fixture
+def corpus_and_tokenizer(tmp_path):
+    corpus = _corpus(tmp_path / "corpus.txt")
+    save_tokenizer(train_wordpiece([corpus.read_text()], vocab_size=40, min_frequency=1), tmp_path / "tok")
+    return corpus, tmp_path / "tok"
+
+
+def _settings(corpus, tokenizer, cache):
+    return dict(source=str(corpus), tokenizer=str(tokenizer), cache_dir=str(cache), max_seq_length=16, val_fraction=0.1)
+
+
+def test_an_edit_that_keeps_size_and_mtime_still_misses_the_cache(tmp_path, corpus_and_tokenizer):
+    corpus, tokenizer = corpus_and_tokenizer
+    first = TextPretrainDataModule(**_settings(corpus, tokenizer, tmp_path / "cache"))
+    first.setup()
+    stat = os.stat(corpus)
+    text = corpus.read_text()
+    corpus.write_text(text.replace("cat", "dog", 1) if "cat" in text else text.replace("dog", "cat", 1))
+    os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(corpus).st_size == stat.st_size and os.stat(corpus).st_mtime_ns == stat.st_mtime_ns
+    second = TextPretrainDataModule(**_settings(corpus, tokenizer, tmp_path / "cache"))
+    second.setup()
+    assert not second.loaded_from_cache and second.cache_path != first.cache_path
+
+
+def _build(settings, barrier, results):
+    data = TextPretrainDataModule(**settings)
+    data._cache_key()  # tokenizer and fingerprint first, so the two builds overlap as much as possible
+    barrier.wait(timeout=60)
+    data.setup()
+    results.put((str(data.cache_path), data.loaded_from_cache, data.train_dataset.with_format(None)["input_ids"][:],
+                 data.val_dataset.with_format(None)["input_ids"][:]))
+
+
+def test_two_processes_building_the_same_cache_at_once_both_get_the_same_complete_dataset(tmp_path, corpus_and_tokenizer):
+    corpus, tokenizer = corpus_and_tokenizer
+    settings = _settings(corpus, tokenizer, tmp_path / "cache")
+    context = mp.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    workers = [context.Process(target=_build, args=(settings, barrier, results)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    outcomes = [(path, train, val) for path, _, train, val in outcomes]  # either may have lost the race
+    assert outcomes[0] == outcomes[1] and outcomes[0][1]
+    reference = TextPretrainDataModule(**settings)
+    reference.setup()
+    assert reference.loaded_from_cache and str(reference.cache_path) == outcomes[0][0]
+    assert reference.train_dataset.with_format(None)["input_ids"][:] == outcomes[0][1]
+    leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp-")]
+    assert not leftovers
