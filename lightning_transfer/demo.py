@@ -45,17 +45,17 @@ class Plan:
     simclr_steps: int
     mnist_labels: tuple[int, ...]
     mnist_finetune_steps: int
-    bert_epochs: int
+    bert_steps: int
     bert_layers: int
     reviews_labels: tuple[int, ...]
     reviews_finetune_epochs: int
     reviews_max_length: int
 
 
-FULL = Plan(simclr_steps=500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=150, bert_epochs=6, bert_layers=4,
+FULL = Plan(simclr_steps=500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=100, bert_steps=600, bert_layers=4,
             reviews_labels=(10, 50, 200), reviews_finetune_epochs=6, reviews_max_length=64)
-QUICK = Plan(simclr_steps=80, mnist_labels=(10,), mnist_finetune_steps=40, bert_epochs=1, bert_layers=2,
-             reviews_labels=(50,), reviews_finetune_epochs=2, reviews_max_length=48)
+QUICK = Plan(simclr_steps=40, mnist_labels=(10,), mnist_finetune_steps=30, bert_steps=40, bert_layers=2,
+             reviews_labels=(50,), reviews_finetune_epochs=3, reviews_max_length=48)
 
 
 def status(message: str) -> None:
@@ -131,13 +131,15 @@ def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
     from lightning_transfer.data.text import TextPretrainDataModule
     from lightning_transfer.modules.bert_pretrain import BertPretrainModule
 
-    status(f"reviews: BERT MLM pretraining ({plan.bert_layers} layers, hidden 256) on the review corpus for {plan.bert_epochs} epochs")
+    status(f"reviews: BERT MLM pretraining ({plan.bert_layers} layers, hidden 256) on the review corpus for {plan.bert_steps} steps")
     data = TextPretrainDataModule(source="reviews_demo", vocab_size=8192, max_seq_length=plan.reviews_max_length * 2,
                                   nsp=False, batch_size=64, cache_dir=str(out / "cache"))
     module = BertPretrainModule(hidden_size=256, num_hidden_layers=plan.bert_layers, num_attention_heads=4,
                                 intermediate_size=1024, max_position_embeddings=512, nsp=False, lr=1e-3,
                                 warmup_fraction=0.05, weight_decay=0.01)
-    trainer = make_trainer(out / "reviews_bert", quiet, max_epochs=plan.bert_epochs, gradient_clip_val=1.0)
+    trainer = make_trainer(out / "reviews_bert", quiet, max_steps=plan.bert_steps, max_epochs=-1, gradient_clip_val=1.0,
+                           val_check_interval=min(200, plan.bert_steps), check_val_every_n_epoch=None,
+                           limit_val_batches=20)
     trainer.fit(module, data)
     export = out / "reviews_bert" / "hf"
     module.save_pretrained(export)
@@ -153,7 +155,8 @@ def finetune_reviews(pretrained: str, tokenizer: str, init: str, labels_per_clas
     data = TextClassificationDataModule(tokenizer=tokenizer, source="reviews_demo", max_seq_length=plan.reviews_max_length,
                                         labels_per_class=labels_per_class, val_size=500, test_size=1000,
                                         batch_size=min(16, 2 * labels_per_class))
-    settings = {"minilm": dict(lr=5e-5), "bert": dict(lr=1e-4), "scratch": dict(lr=1e-4)}[init]
+    # MiniLM is a sentence encoder trained with mean pooling; the small BERTs take a larger LR (few steps).
+    settings = {"minilm": dict(lr=1e-4, pooling="mean"), "bert": dict(lr=3e-4), "scratch": dict(lr=3e-4)}[init]
     module = FineTuneModule(pretrained=pretrained, init="scratch" if init == "scratch" else "pretrained",
                             strategy="full", warmup_fraction=0.1, **settings)
     trainer = make_trainer(out / f"reviews_{init}_{labels_per_class}", quiet, max_epochs=plan.reviews_finetune_epochs,

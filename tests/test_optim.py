@@ -49,3 +49,22 @@ def test_warmup_factor_formula(schedule):
 def test_build_optimizer_rejects_unknown_names():
     with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
         build_optimizer("adagrad", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
+
+
+@pytest.mark.parametrize("name", ["adamw", "adam"])
+def test_build_optimizer_uses_fused_adam_on_cpu_with_the_same_update_as_foreach(name):
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(3)]
+    params = {impl: [torch.nn.Parameter(t.clone()) for t in start] for impl in ("fused", "foreach")}
+    fused = build_optimizer(name, [{"params": params["fused"]}], lr=0.01, weight_decay=0.1)
+    reference = getattr(torch.optim, "AdamW" if name == "adamw" else "Adam")(
+        params["foreach"], lr=0.01, weight_decay=0.1, foreach=True)
+    assert fused.defaults["fused"] is True
+    for step in range(3):
+        grads = [torch.randn_like(t) for t in start]
+        for impl, optimizer in (("fused", fused), ("foreach", reference)):
+            for p, g in zip(params[impl], grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for a, b in zip(params["fused"], params["foreach"]):
+        torch.testing.assert_close(a, b)

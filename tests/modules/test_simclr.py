@@ -123,3 +123,25 @@ def test_bf16_mixed_training_step_keeps_fp32_loss_and_learns():
     fit = trainer(max_steps=8, limit_val_batches=0, precision="bf16-mixed")
     fit.fit(module, data)
     assert torch.isfinite(fit.callback_metrics["train/loss"])
+
+
+def test_compile_option_compiles_backbone_and_head_in_place_keeping_state_dict_keys(monkeypatch):
+    module = tiny_module(compile=True)
+    keys = list(module.state_dict())
+    compiled = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
+    monkeypatch.setattr("lightning_transfer.modules.base.compile_unavailable_reason", lambda device: None)
+    module.on_train_start()
+    assert compiled == [module.backbone, module.projection]
+    assert list(module.state_dict()) == keys
+    compiled.clear()
+    tiny_module().on_train_start()  # compile=False (default): nothing compiled
+    assert compiled == []
+
+
+def test_compile_option_warns_and_stays_eager_where_torch_compile_cannot_run(monkeypatch):
+    module = tiny_module(compile=True)
+    monkeypatch.setattr("lightning_transfer.modules.base.compile_unavailable_reason", lambda device: "no C++ compiler")
+    with pytest.warns(UserWarning, match="compile=True ignored: no C\\+\\+ compiler"):
+        module.on_train_start()
+    assert module.backbone._compiled_call_impl is None
