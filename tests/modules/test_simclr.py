@@ -131,6 +131,8 @@ def test_compile_option_compiles_backbone_and_head_in_place_keeping_state_dict_k
     compiled = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
     monkeypatch.setattr("lightning_transfer.modules.base.compile_unavailable_reason", lambda device: None)
+    monkeypatch.setattr("lightning_transfer.modules.base.restore_loader_states", lambda trainer: None)
+    monkeypatch.setattr(SimCLRModule, "trainer", None)  # the hook runs without a Trainer here
     module.on_train_start()
     assert compiled == [module.backbone, module.projection]
     assert list(module.state_dict()) == keys
@@ -143,5 +145,5 @@ def test_compile_option_warns_and_stays_eager_where_torch_compile_cannot_run(mon
     module = tiny_module(compile=True)
     monkeypatch.setattr("lightning_transfer.modules.base.compile_unavailable_reason", lambda device: "no C++ compiler")
     with pytest.warns(UserWarning, match="compile=True ignored: no C\\+\\+ compiler"):
-        module.on_train_start()
+        assert module.compile_modules() == []
     assert module.backbone._compiled_call_impl is None
