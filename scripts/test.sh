@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart 2: set up (if needed) and run the test suite (slow tests: `bash scripts/test.sh -m slow`).
+# Tests run on PYTEST_WORKERS processes (default 2, pytest-xdist); PYTEST_WORKERS=0 runs them in one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
