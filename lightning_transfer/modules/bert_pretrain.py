@@ -29,6 +29,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_transfer.distributed import is_distributed, world_size
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import ACTIVATIONS, BertConfig, BertForPretraining, BertModel
 from lightning_transfer.modules.base import OptimizedModule
@@ -328,16 +329,28 @@ class BertPretrainModule(OptimizedModule):
         mlm_logits = self.model.mlm_logits(hidden, selected).float()  # N x V
         mlm_labels = labels[selected]  # N
         # sum / max(N, 1): the mean over selected tokens, and 0 (not 0/0) for a batch without any
-        mlm_loss = F.cross_entropy(mlm_logits, mlm_labels, reduction="sum") / max(mlm_labels.numel(), 1)
-        loss, nsp_loss, nsp_logits, nsp_labels = mlm_loss, None, None, None
+        mlm_sum = F.cross_entropy(mlm_logits, mlm_labels, reduction="sum")
+        mlm_loss = mlm_sum / max(mlm_labels.numel(), 1)
+        loss, nsp_loss, nsp_logits, nsp_labels = mlm_sum / self._mlm_denominator(mlm_labels.numel()), None, None, None
         if self.hparams.nsp:
             require("next_sentence_label" in batch, "model.nsp=True but the batch has no next_sentence_label; set "
                     "model.nsp: false, or use a DataModule with nsp=True")
             nsp_labels = batch["next_sentence_label"].view(-1)
             nsp_logits = self.model.nsp_logits(hidden).float()  # B x 2
             nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)
-            loss = mlm_loss + self.hparams.nsp_weight * nsp_loss
+            loss = loss + self.hparams.nsp_weight * nsp_loss
         return PretrainingOutput(loss, mlm_loss, mlm_logits, mlm_labels, nsp_loss, nsp_logits, nsp_labels)
+
+    def _mlm_denominator(self, count: int) -> float:
+        """What the MLM loss sum is divided by. One process: its selected-token count. Training under
+        DDP: the mean count per process, so that DDP's averaging of gradients over processes gives the
+        gradient of the mean over *all* selected tokens, as one process on the global batch would
+        (processes mask different numbers of tokens, so a mean of per-process means would not)."""
+        if not (self.training and is_distributed()):
+            return float(max(count, 1))
+        total = torch.tensor([float(count)], device=self.device)
+        torch.distributed.all_reduce(total)
+        return max(total.item(), 1.0) / world_size()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.pretraining_losses(batch)
