@@ -11,19 +11,44 @@ import os
 import re
 import sys
 from argparse import ArgumentError
+from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_transfer  # noqa: F401  (registers our modules for short class_path names)
-from lightning_transfer.errors import UserInputError
+from lightning_transfer.errors import UserInputError, require
 
 TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
 
 
+BEST_RECORD = "best_checkpoint.txt"
+
+
 class TransferCLI(LightningCLI):
     """LightningCLI with our defaults: seed 0 and a config file saved next to the logs (overwrite
-    allowed, so a requeued cluster job can start again)."""
+    allowed, so a requeued cluster job can start again).
+
+    After ``fit``, the path of the best checkpoint (the first ModelCheckpoint's, e.g. best
+    ``val/acc``) is recorded in ``<default_root_dir>/best_checkpoint.txt``; ``validate``, ``test``
+    and ``predict`` with the same config and no ``--ckpt_path`` evaluate that checkpoint."""
+
+    def after_fit(self) -> None:
+        callback = self.trainer.checkpoint_callback
+        best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        if best and self.trainer.is_global_zero:
+            (Path(self.trainer.default_root_dir) / BEST_RECORD).write_text(str(Path(best).resolve()) + "\n")
+
+    def _use_best_checkpoint(self) -> None:
+        config = self.config_init[self.subcommand]
+        record = Path(self.trainer.default_root_dir) / BEST_RECORD
+        if config.get("ckpt_path") is None and record.exists():
+            best = record.read_text().strip()
+            require(Path(best).exists(), f"{record} names {best}, which no longer exists; pass --ckpt_path explicitly")
+            config["ckpt_path"] = best
+            print(f"lightning-transfer: {self.subcommand} uses the best checkpoint of the last fit: {best}", file=sys.stderr)
+
+    before_validate = before_test = before_predict = _use_best_checkpoint
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> TransferCLI:

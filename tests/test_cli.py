@@ -89,3 +89,15 @@ def test_bad_input_is_one_line_from_the_cli(tmp_path):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning-transfer: error:")]
     assert len(error_lines) == 1 and "unknown backbone 'resnet19'" in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_test_without_ckpt_path_evaluates_the_best_checkpoint_of_the_last_fit(tmp_path, monkeypatch, simclr_encoders, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / "configs/finetune/mnist_from_simclr.yaml")
+    common = ["--config", config, *TINY_TRAINER, "--trainer.default_root_dir", str(tmp_path / "run"),
+              *[arg.format(**simclr_encoders) for arg in OVERRIDES["configs/finetune/mnist_from_simclr.yaml"]]]
+    main(["fit", *common])
+    best = (tmp_path / "run" / "best_checkpoint.txt").read_text().strip()
+    assert best.endswith(".ckpt") and Path(best).exists()
+    main(["test", *common])
+    assert f"uses the best checkpoint of the last fit: {best}" in capsys.readouterr().err
