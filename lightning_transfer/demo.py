@@ -52,7 +52,7 @@ class Plan:
     reviews_max_length: int
 
 
-FULL = Plan(simclr_steps=500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=100, bert_steps=600, bert_layers=4,
+FULL = Plan(simclr_steps=500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=100, bert_steps=300, bert_layers=4,
             reviews_labels=(10, 50, 200), reviews_finetune_epochs=6, reviews_max_length=64)
 QUICK = Plan(simclr_steps=40, mnist_labels=(10,), mnist_finetune_steps=30, bert_steps=40, bert_layers=2,
              reviews_labels=(50,), reviews_finetune_epochs=3, reviews_max_length=48)
@@ -69,6 +69,10 @@ def make_trainer(root: Path, quiet: bool, **settings: Any) -> pl.Trainer:
                     log_every_n_steps=5, num_sanity_val_steps=0)
     defaults.update(settings)
     return pl.Trainer(**defaults)
+
+
+def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    return {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
 # ------------------------------------------------------------------------------------------- vision
@@ -89,8 +93,7 @@ def pretrain_simclr(plan: Plan, out: Path, quiet: bool) -> Path:
     trainer.fit(module, data)
     path = out / "mnist_simclr" / "simclr.ckpt"
     trainer.save_checkpoint(path)
-    metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    status(f"mnist: SimCLR done, monitors on 500 validation digits: {metrics}")
+    status(f"mnist: SimCLR done, monitors on 500 validation digits: {validation_metrics(trainer)}")
     return path
 
 
@@ -100,13 +103,12 @@ def linear_evaluation(checkpoint: Path) -> dict[str, float]:
     data = ImageDataModule(source="mnist_demo", mode="supervised", batch_size=500)
     data.setup("fit")
     transform = lambda batch: data.on_after_batch_transfer(batch, 0)  # noqa: E731
-    eval_train = data._loader(data.train_set, data._transform("eval"), False, 500, False)
     accuracies = {}
-    pretrained = SimCLRModule.load_from_checkpoint(checkpoint).backbone
+    pretrained = SimCLRModule.load_from_checkpoint(checkpoint)
     torch.manual_seed(0)
-    random = SimCLRModule(**{k: v for k, v in SimCLRModule.load_from_checkpoint(checkpoint).hparams.items()}).backbone
-    for name, encoder in (("simclr", pretrained), ("scratch", random)):
-        train = extract_features(encoder, eval_train, transform)
+    random = SimCLRModule(**pretrained.hparams)  # the same network, random weights
+    for name, encoder in (("simclr", pretrained.backbone), ("scratch", random.backbone)):
+        train = extract_features(encoder, data.eval_train_dataloader(), transform)
         test = extract_features(encoder, data.test_dataloader(), transform)
         accuracies[name] = linear_probe_accuracy(*train, *test)
     return accuracies
@@ -133,7 +135,7 @@ def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
 
     status(f"reviews: BERT MLM pretraining ({plan.bert_layers} layers, hidden 256) on the review corpus for {plan.bert_steps} steps")
     data = TextPretrainDataModule(source="reviews_demo", vocab_size=8192, max_seq_length=plan.reviews_max_length * 2,
-                                  nsp=False, batch_size=64, cache_dir=str(out / "cache"))
+                                  nsp=False, batch_size=32, cache_dir=str(out / "cache"))
     module = BertPretrainModule(hidden_size=256, num_hidden_layers=plan.bert_layers, num_attention_heads=4,
                                 intermediate_size=1024, max_position_embeddings=512, nsp=False, lr=1e-3,
                                 warmup_fraction=0.05, weight_decay=0.01)
@@ -143,8 +145,7 @@ def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
     trainer.fit(module, data)
     export = out / "reviews_bert" / "hf"
     module.save_pretrained(export)
-    metrics = {k: round(float(v), 3) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    status(f"reviews: BERT pretraining done, validation {metrics}; exported to {export}")
+    status(f"reviews: BERT pretraining done, validation {validation_metrics(trainer)}; exported to {export}")
     return export
 
 

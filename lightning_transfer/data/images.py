@@ -424,6 +424,11 @@ class ImageDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
+    def eval_train_dataloader(self) -> DataLoader:
+        """The training images without augmentation (eval transform, fixed order): for frozen-feature
+        evaluation such as the linear evaluation protocol."""
+        return self._loader(self.train_set, self._transform("eval"), False, self._eval_batch_size, False)
+
     def bank_dataloader(self) -> DataLoader | None:
         """Clean (eval-transformed) labeled training images, at most ``knn_bank_size``, for the
         kNN monitor of SSL pretraining. ``None`` when there are no labels."""
