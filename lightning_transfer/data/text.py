@@ -483,7 +483,19 @@ def _load_tokenizer_path(path: str):
 
 
 class _LoaderMixin:
-    """DataLoader construction shared by the text DataModules."""
+    """DataLoader construction and tokenizer facts shared by the text DataModules."""
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary size (what the model's embedding needs)."""
+        return self.tokenizer.get_vocab_size()
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Ids of the special tokens: keys ``pad``, ``unk``, ``cls``, ``sep``, ``mask``."""
+        from lightning_transfer.data.tokenizer import special_token_ids
+
+        return special_token_ids(self.tokenizer)
 
     def _loader(self, dataset, collate_fn, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
         """Shuffled (training) loaders are :class:`ResumableDataLoader`: epoch-seeded order and masks,
@@ -599,18 +611,6 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         if self._tokenizer is None:
             self._tokenizer = self._prepare_tokenizer()
         return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (what the model's embedding needs)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def special_ids(self) -> dict[str, int]:
-        """Ids of the special tokens: keys ``pad``, ``unk``, ``cls``, ``sep``, ``mask``."""
-        from lightning_transfer.data.tokenizer import special_token_ids
-
-        return special_token_ids(self.tokenizer)
 
     def _corpus(self) -> tuple[Source, str]:
         hp = self.hparams
@@ -903,16 +903,6 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
     def tokenizer(self):
         """The ``tokenizers.Tokenizer`` loaded from ``tokenizer``."""
         return self._tokenizer
-
-    @property
-    def vocab_size(self) -> int:
-        return self._tokenizer.get_vocab_size()
-
-    @property
-    def special_ids(self) -> dict[str, int]:
-        from lightning_transfer.data.tokenizer import special_token_ids
-
-        return special_token_ids(self._tokenizer)
 
     @property
     def num_classes(self) -> int:
