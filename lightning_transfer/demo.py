@@ -156,10 +156,12 @@ def finetune_reviews(pretrained: str, tokenizer: str, init: str, labels_per_clas
     data = TextClassificationDataModule(tokenizer=tokenizer, source="reviews_demo", max_seq_length=plan.reviews_max_length,
                                         labels_per_class=labels_per_class, val_size=500, test_size=1000,
                                         batch_size=min(16, 2 * labels_per_class))
-    # MiniLM is a sentence encoder trained with mean pooling; the small BERTs take a larger LR (few steps).
-    settings = {"minilm": dict(lr=1e-4, pooling="mean"), "bert": dict(lr=3e-4), "scratch": dict(lr=3e-4)}[init]
+    # Mean pooling for all three: MiniLM was trained as a mean-pooled sentence encoder, and MLM without
+    # NSP never trains the [CLS] state (its CLS pooling fine-tuned to a constant prediction in our runs).
+    # The small BERTs take a larger LR (few steps).
+    lr = {"minilm": 1e-4, "bert": 3e-4, "scratch": 3e-4}[init]
     module = FineTuneModule(pretrained=pretrained, init="scratch" if init == "scratch" else "pretrained",
-                            strategy="full", warmup_fraction=0.1, **settings)
+                            strategy="full", warmup_fraction=0.1, lr=lr, pooling="mean")
     trainer = make_trainer(out / f"reviews_{init}_{labels_per_class}", quiet, max_epochs=plan.reviews_finetune_epochs,
                            limit_val_batches=0)
     trainer.fit(module, data)
