@@ -34,6 +34,7 @@ from lightning_transfer.data.images import ImageDataModule
 from lightning_transfer.evaluation import extract_features, linear_probe_accuracy
 from lightning_transfer.modules.finetune import FineTuneModule
 from lightning_transfer.modules.simclr import SimCLRModule
+from lightning_transfer.plots import plot_label_efficiency
 
 TASKS = ("mnist", "reviews")
 
@@ -184,30 +185,6 @@ def write_results(results: list[dict], out: Path) -> None:
         writer.writeheader()
         writer.writerows(results)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-
-
-def plot_label_efficiency(results: list[dict], path: Path) -> None:
-    """Test accuracy against labels per class (log scale), one line per initialization."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tasks = sorted({r["task"] for r in results})
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for init in sorted({r["init"] for r in results if r["task"] == task}):
-            rows = sorted((r for r in results if r["task"] == task and r["init"] == init), key=lambda r: r["labels_per_class"])
-            ax.plot([r["labels_per_class"] for r in rows], [r["test_accuracy"] for r in rows], marker="o", label=init)
-        ax.set_xscale("log")
-        ax.set_xlabel("labels per class")
-        ax.set_ylabel("test accuracy")
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def print_table(results: list[dict]) -> None:
