@@ -195,15 +195,33 @@ def _crop_coordinates(
 
 
 def _resample(
-    images: torch.Tensor, gx: torch.Tensor, gy: torch.Tensor, grid: torch.Tensor | None = None
+    images: torch.Tensor,
+    gx: torch.Tensor,
+    gy: torch.Tensor,
+    grid: torch.Tensor | None = None,
+    angle: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Bilinear samples of float ``images`` at the separable grid ``(gx[b, u], gy[b, v])``;
-    ``grid`` (``B x size x size x 2``) is an optional buffer to build the grid in."""
+    ``grid`` (``B x size x size x 2``) is an optional buffer to build the grid in.
+
+    ``angle`` (``B`` radians, optional) turns each sampling grid about its centre, in pixel units
+    (non-square images rotate rigidly): on a full-image box this equals torchvision's
+    ``rotate(image, degrees(angle))`` (counter-clockwise, bilinear), except that samples outside
+    the image repeat its border instead of reading 0."""
     n, size = gx.shape
     if grid is None:
         grid = torch.empty(n, size, size, 2, device=images.device, dtype=images.dtype)
-    grid[..., 0] = gx[:, None, :]
-    grid[..., 1] = gy[:, :, None]
+    if angle is None:
+        grid[..., 0] = gx[:, None, :]
+        grid[..., 1] = gy[:, :, None]
+    else:
+        height, width = images.shape[-2:]
+        cx, cy = gx.mean(1, keepdim=True), gy.mean(1, keepdim=True)
+        dx = ((gx - cx) * (width / 2))[:, None, :]  # B x 1 x size, pixels
+        dy = ((gy - cy) * (height / 2))[:, :, None]  # B x size x 1
+        cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]
+        grid[..., 0] = (cos * dx - sin * dy) * (2 / width) + cx[:, :, None]
+        grid[..., 1] = (sin * dx + cos * dy) * (2 / height) + cy[:, :, None]
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -424,9 +442,9 @@ class AugmentationParams:
     """Every random choice of one batch, one row per sample (CPU tensors).
 
     ``boxes`` (B x 4 int64: top, left, height, width), ``flip``/``jitter``/``grayscale``/``blur``/
-    ``solarize`` (B bool), ``factors`` (B x 4 float: brightness, contrast, saturation multipliers
-    and hue shift), ``order`` (B x 4 int64, a permutation of 0..3 = the order the four jitter ops
-    are applied in), ``sigma`` (B float, the blur's standard deviation in pixels).
+    ``solarize`` (B bool), ``angle`` (B float, rotation in radians), ``factors`` (B x 4 float:
+    brightness, contrast, saturation multipliers and hue shift), ``order`` (B x 4 int64, a
+    permutation of 0..3 = the order the four jitter ops are applied in), ``sigma`` (B float, the blur's standard deviation in pixels).
     """
 
     boxes: torch.Tensor
@@ -438,6 +456,7 @@ class AugmentationParams:
     blur: torch.Tensor
     sigma: torch.Tensor
     solarize: torch.Tensor
+    angle: torch.Tensor
 
 
 _JITTER_OPS = (adjust_brightness_, adjust_contrast_, adjust_saturation_, adjust_hue_)
@@ -458,7 +477,10 @@ class SimCLRAugmentation(torch.nn.Module):
        ``image_size`` (rounded to odd, :func:`blur_kernel_size`). SimCLR omits the blur on CIFAR-10
        (Appendix B.9): pass ``blur_prob=0`` for 32 px images;
     5. optional solarization (``solarize_prob``; 0 in SimCLR, 0.2 on one view in BYOL);
-    6. normalization ``(x - mean) / std`` per channel (both default to 0.5, giving [-1, 1]).
+    6. optional rotation of the crop window by ``U(-rotation, rotation)`` degrees about its centre
+       (0 in SimCLR; small angles suit digits and documents, where flips are wrong), part of the
+       same single resampling as the crop;
+    7. normalization ``(x - mean) / std`` per channel (both default to 0.5, giving [-1, 1]).
 
     ``forward(images, generator=None)``: ``images`` is a ``B x C x H x W`` uint8 tensor (C = 1 or
     3, any H and W; floating images are accepted and read as [0, 1]) on any device; returns float32
@@ -487,6 +509,7 @@ class SimCLRAugmentation(torch.nn.Module):
         blur_sigma: tuple[float, float] = (0.1, 2.0),
         blur_kernel_fraction: float = 0.1,
         solarize_prob: float = 0.0,
+        rotation: float = 0.0,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
     ) -> None:
@@ -500,6 +523,7 @@ class SimCLRAugmentation(torch.nn.Module):
         for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             require(s >= 0, f"{name} must be >= 0, got {s}")
         require(0.0 <= hue <= 0.5, f"hue must be in [0, 0.5], got {hue}")
+        require(0.0 <= rotation <= 180.0, f"rotation must be in [0, 180] degrees, got {rotation}")
         require(0 < blur_sigma[0] <= blur_sigma[1], f"blur_sigma must satisfy 0 < min <= max, got {blur_sigma}")
         self.image_size = int(image_size)
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
@@ -512,6 +536,7 @@ class SimCLRAugmentation(torch.nn.Module):
         self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
         self.blur_kernel_size = blur_kernel_size(self.image_size, blur_kernel_fraction)
         self.solarize_prob = solarize_prob
+        self.rotation = float(rotation)
         self.mean = tuple(mean) if mean is not None else None
         self.std = tuple(std) if std is not None else None
         if self.std is not None:
@@ -522,7 +547,7 @@ class SimCLRAugmentation(torch.nn.Module):
         return (f"image_size={self.image_size}, crop_scale={self.crop_scale}, flip_prob={self.flip_prob}, "
                 f"jitter_prob={self.jitter_prob}, jitter=({b}, {c}, {s}, {h}), grayscale_prob={self.grayscale_prob}, "
                 f"blur_prob={self.blur_prob}, blur_kernel_size={self.blur_kernel_size}, "
-                f"solarize_prob={self.solarize_prob}")
+                f"solarize_prob={self.solarize_prob}, rotation={self.rotation}")
 
     def sample_params(
         self, n: int, height: int, width: int, generator: torch.Generator | None = None
@@ -537,6 +562,10 @@ class SimCLRAugmentation(torch.nn.Module):
         factors = lo + (hi - lo) * u[:, 22:26]
         sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[:, 26]
         order = u[:, 27:31].argsort(dim=1)
+        angle = torch.zeros(n)
+        if self.rotation > 0:  # a separate draw: the other parameters stay those of rotation=0
+            v = torch.rand(n, generator=generator, device=device, dtype=torch.float64).cpu()
+            angle = (math.radians(self.rotation) * (2 * v - 1)).to(torch.float32)
         return AugmentationParams(
             boxes=boxes,
             flip=u[:, 31] < self.flip_prob,
@@ -547,6 +576,7 @@ class SimCLRAugmentation(torch.nn.Module):
             blur=u[:, 34] < self.blur_prob,
             sigma=sigma.to(torch.float32),
             solarize=u[:, 35] < self.solarize_prob,
+            angle=angle,
         )
 
     def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -570,7 +600,8 @@ class SimCLRAugmentation(torch.nn.Module):
             m = stop - start
             torch.index_select(images, 0, plan.order[start:stop], out=sorted_input[:m])
             source[:m].copy_(sorted_input[:m])
-            x = _resample(source[:m], plan.gx[start:stop], plan.gy[start:stop], grid[:m])
+            angle = plan.angle[start:stop] if plan.angle is not None else None
+            x = _resample(source[:m], plan.gx[start:stop], plan.gy[start:stop], grid[:m], angle)
             if value_scale != 1.0:
                 x.mul_(value_scale)
             self._colour_and_blur(x, plan, index, start)
@@ -600,6 +631,7 @@ class SimCLRAugmentation(torch.nn.Module):
             factors=p.factors.to(device).view(n, 4, 1, 1, 1),
             sigma=p.sigma.to(device),
             solarize=p.solarize,
+            angle=p.angle.to(device) if self.rotation > 0 else None,
             jitter_runs=_runs_per_chunk(jitter_code, chunk),
             gray_runs=_runs_per_chunk(p.grayscale.long(), chunk),
             blur_runs=_runs_per_chunk(p.blur.long(), chunk),
@@ -646,6 +678,7 @@ class _Plan:
     factors: torch.Tensor
     sigma: torch.Tensor
     solarize: torch.Tensor
+    angle: torch.Tensor | None
     jitter_runs: list
     gray_runs: list
     blur_runs: list

@@ -220,7 +220,8 @@ class ImageDataModule(pl.LightningDataModule):
     Splits are fixed by ``seed``: sources with a test split keep it and carve ``val_size`` out of
     train; the others (``mnist_demo``, ``folder``, ``hf`` without splits) draw ``test_size`` and
     ``val_size`` stratified (ints are counts, floats fractions). ``labels_per_class`` /
-    ``label_fraction`` keep a stratified seeded subset of the *training* labels only.
+    ``label_fraction`` keep a stratified seeded subset of the *training* labels only, drawn with
+    ``subset_seed`` (default ``seed``): vary it to average over label draws with fixed val/test sets.
 
     ``augment`` overrides :class:`SimCLRAugmentation` arguments (for example
     ``{"flip_prob": 0.0, "blur_prob": 0.0}``). ``decode_size``: the square size folder and Hub images
@@ -248,6 +249,7 @@ class ImageDataModule(pl.LightningDataModule):
         labels_per_class: int | None = None,
         label_fraction: float | None = None,
         seed: int = 0,
+        subset_seed: int | None = None,
         augment: dict | None = None,
         augment_on: str = "auto",
         knn_bank_size: int = 5000,
@@ -380,7 +382,8 @@ class ImageDataModule(pl.LightningDataModule):
         train_labels = labels[train_idx].tolist()
         if self.hparams.labels_per_class is not None or self.hparams.label_fraction is not None:
             keep = stratified_subset(train_labels, per_class=self.hparams.labels_per_class,
-                                     fraction=self.hparams.label_fraction, seed=seed)
+                                     fraction=self.hparams.label_fraction,
+                                     seed=seed if self.hparams.subset_seed is None else self.hparams.subset_seed)
             train_idx = [train_idx[i] for i in keep]
         self.train_set = Subset(pool, train_idx)
         self._train_labels = labels[train_idx]

@@ -117,6 +117,28 @@ def test_flip_only_equals_torch_flip():
     torch.testing.assert_close(out, normalize(images.flip(-1).float() / 255), atol=TOL, rtol=0)
 
 
+def test_rotation_of_the_whole_image_matches_torchvision_rotate_per_sample():
+    # A dark border (as on digits) so that our border padding and torchvision's zero fill agree.
+    images = torch.zeros(6, 1, 24, 24, dtype=torch.uint8)
+    images[:, :, 5:19, 6:18] = uint8_images(6, 1, 14, 12)
+    augment = SimCLRAugmentation(24, **dict(IDENTITY, rotation=30.0))
+    params = augment.sample_params(6, 24, 24, torch.Generator().manual_seed(3))
+    out = augment(images, torch.Generator().manual_seed(3))
+    degrees = torch.rad2deg(params.angle)
+    assert degrees.abs().max() <= 30 and degrees.abs().min() > 0 and len(set(degrees.tolist())) == 6
+    for i in range(6):
+        expected = TF.rotate(images[i].float() / 255, degrees[i].item(), interpolation=TF.InterpolationMode.BILINEAR)
+        torch.testing.assert_close(out[i], normalize(expected), atol=1e-4, rtol=0, msg=f"sample {i}")
+
+
+def test_rotation_leaves_every_other_draw_unchanged():
+    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    plain = SimCLRAugmentation(16).sample_params(8, 20, 20, g())
+    rotated = SimCLRAugmentation(16, rotation=15.0).sample_params(8, 20, 20, g())
+    assert torch.equal(plain.boxes, rotated.boxes) and torch.equal(plain.factors, rotated.factors)
+    assert not plain.angle.any() and rotated.angle.abs().max() <= math.radians(15)
+
+
 def test_full_pipeline_matches_torchvision_applied_sample_by_sample_with_the_same_draws():
     # Every op on, per-sample jitter order, non-square input: the sorting of samples into groups and
     # back must give each sample exactly torchvision's result for its own parameters.
@@ -190,6 +212,8 @@ def test_bad_inputs_raise_user_input_errors():
         SimCLRAugmentation(16, hue=0.7)
     with pytest.raises(UserInputError):
         SimCLRAugmentation(16, flip_prob=1.5)
+    with pytest.raises(UserInputError):
+        SimCLRAugmentation(16, rotation=270.0)
     with pytest.raises(UserInputError):
         SimCLRAugmentation(16, mean=(0.5, 0.5))(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
 

@@ -34,6 +34,18 @@ def test_labels_per_class_subsets_training_only():
     assert few.test_set.indices == full.test_set.indices and few.val_set.indices == full.val_set.indices
 
 
+def test_subset_seed_draws_other_labels_with_the_same_val_and_test_sets():
+    draws = [ImageDataModule(source="mnist_demo", mode="supervised", labels_per_class=3, subset_seed=s, batch_size=8)
+             for s in (None, 0, 1)]
+    for dm in draws:
+        dm.setup("fit")
+    default, zero, one = (set(dm.train_set.indices) for dm in draws)
+    assert default == zero and one != zero  # subset_seed defaults to seed (0)
+    assert draws[2].train_set.dataset.labels[draws[2].train_set.indices].bincount().tolist() == [3] * 10
+    assert all(dm.test_set.indices == draws[0].test_set.indices and dm.val_set.indices == draws[0].val_set.indices
+               for dm in draws)
+
+
 @pytest.mark.parametrize("augment_on", ["loader", "device"])
 def test_simclr_batches_hold_two_different_normalized_views(augment_on):
     dm = ImageDataModule(source="mnist_demo", batch_size=16, augment_on=augment_on)
