@@ -14,18 +14,29 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def extract_features(encoder: torch.nn.Module, batches: Iterable[dict], transform: Callable[[dict], dict] = lambda b: b,
-                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+                     device: str | torch.device = "cpu", max_samples: int | None = None,
+                     embed: Callable[[dict], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``encoder`` in eval mode over ``{"images", "labels"}`` batches (after ``transform``);
-    returns ``(features float32 N x F, labels int64 N)`` on the CPU."""
+    returns ``(features float32 N x F, labels int64 N)`` on the CPU.
+
+    ``max_samples``: stop after that many examples (the first ones). ``embed``: how to get the
+    features of a transformed batch when it is not ``encoder(batch["images"])`` (e.g. a
+    FineTuneModule's ``features``, which also pools text); ``encoder`` is then only switched to eval.
+    """
     was_training = encoder.training
     encoder.eval()
-    features, labels = [], []
+    embed = embed or (lambda batch: encoder(batch["images"].to(device)))
+    features, labels, seen = [], [], 0
     for batch in batches:
+        if max_samples is not None and seen >= max_samples:
+            break
         batch = transform(batch)
-        features.append(encoder(batch["images"].to(device)).float().cpu())
+        features.append(embed(batch).float().cpu())
         labels.append(batch["labels"].cpu())
+        seen += len(labels[-1])
     encoder.train(was_training)
-    return torch.cat(features), torch.cat(labels)
+    features_, labels_ = torch.cat(features), torch.cat(labels)
+    return (features_, labels_) if max_samples is None else (features_[:max_samples], labels_[:max_samples])
 
 
 def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,

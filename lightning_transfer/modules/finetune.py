@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import init_bert_weights
@@ -173,6 +173,7 @@ class FineTuneModule(OptimizedModule):
 
         self.dropout = nn.Dropout(self.hparams.head_dropout)
         self.classifier: nn.Linear | None = None
+        self.test_confusion_matrix: torch.Tensor | None = None  # C x C counts of the last test (rows: true class)
         if num_classes:
             self._build_head(num_classes)
         self._frozen = [False] * len(self.blocks)
@@ -188,6 +189,7 @@ class FineTuneModule(OptimizedModule):
                                     "f1": MulticlassF1Score(num_classes, average="macro")})
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)  # not logged: plotted at the end of test
 
     def setup(self, stage: str) -> None:
         """Check that the data fits the encoder, size the head from the data when ``num_classes``
@@ -354,6 +356,8 @@ class FineTuneModule(OptimizedModule):
         logits = self(batch).float()
         loss = F.cross_entropy(logits, batch["labels"])
         metrics.update(logits, batch["labels"])
+        if stage == "test":
+            self.test_confusion.update(logits, batch["labels"])
         self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(logits))
         self.log_dict(metrics, prog_bar=stage == "val")  # metric objects: synchronized across processes
 
@@ -362,6 +366,20 @@ class FineTuneModule(OptimizedModule):
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._evaluate(batch, "test", self.test_metrics)
+
+    def on_test_epoch_end(self) -> None:
+        """Keep the test confusion matrix (summed over all processes by torchmetrics) as
+        :attr:`test_confusion_matrix` and, when the run has a logger, process 0 writes it as
+        ``confusion_matrix.png`` into the run's log folder."""
+        from lightning_transfer.callbacks import run_log_dir
+        from lightning_transfer.plots import plot_confusion_matrix
+
+        self.test_confusion_matrix = self.test_confusion.compute().cpu()
+        self.test_confusion.reset()
+        folder = run_log_dir(self.trainer)
+        if folder is not None and self.trainer.is_global_zero:
+            plot_confusion_matrix(self.test_confusion_matrix, folder / "confusion_matrix.png",
+                                  class_names=getattr(self.trainer.datamodule, "class_names", None))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """``{"prediction": int64 B, "probabilities": float32 B x C}`` (plus ``labels`` when the
