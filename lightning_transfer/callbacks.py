@@ -309,7 +309,7 @@ class EmbeddingProjectionPlot(pl.Callback):
         import warnings
 
         from lightning_transfer.evaluation import extract_features
-        from lightning_transfer.plots import plot_embedding_projection
+        from lightning_transfer.plots import class_names_of, plot_embedding_projection
 
         folder = run_log_dir(trainer) or Path(trainer.default_root_dir)
         if not trainer.is_global_zero:
@@ -330,5 +330,5 @@ class EmbeddingProjectionPlot(pl.Callback):
         features, labels = extract_features(pl_module, loader, on_device, pl_module.device, self.max_samples, embed)
         title = f"{type(pl_module).__name__} features, epoch {trainer.current_epoch}, step {trainer.global_step}"
         self.path = plot_embedding_projection(features, labels, folder / self.filename, title=title,
-                                              class_names=getattr(datamodule, "class_names", None))
+                                              class_names=class_names_of(datamodule))
         return self.path

@@ -43,6 +43,16 @@ def plot_label_efficiency(results: list[dict], path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
+def class_names_of(datamodule, num_classes: int | None = None) -> list[str] | None:
+    """The class names a DataModule knows (``class_names`` of image folders, ``label_names`` of
+    text), or ``None`` when it has none (or, given ``num_classes``, not exactly that many)."""
+    for attribute in ("class_names", "label_names"):
+        names = getattr(datamodule, attribute, None)
+        if names and (num_classes is None or len(names) == num_classes):
+            return [str(name) for name in names]
+    return None
+
+
 # ----------------------------------------------------------------------------- training curves
 CURVES_FILE = "training_curves.png"
 #: Logged values that are bookkeeping rather than curves: left out of the default plot.

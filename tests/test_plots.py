@@ -213,3 +213,13 @@ def test_embedding_projection_callback_uses_finetune_features(tmp_path):
 def test_embedding_projection_callback_rejects_bad_settings():
     with pytest.raises(UserInputError, match="every_n_epochs"):
         EmbeddingProjectionPlot(every_n_epochs=0)
+
+
+def test_class_names_come_from_the_datamodule_only_when_they_fit():
+    class Data:
+        class_names: list = []
+        label_names = ["neg", "pos"]
+
+    assert plots.class_names_of(Data()) == ["neg", "pos"]
+    assert plots.class_names_of(Data(), num_classes=3) is None
+    assert plots.class_names_of(None) is None

@@ -372,14 +372,14 @@ class FineTuneModule(OptimizedModule):
         :attr:`test_confusion_matrix` and, when the run has a logger, process 0 writes it as
         ``confusion_matrix.png`` into the run's log folder."""
         from lightning_transfer.callbacks import run_log_dir
-        from lightning_transfer.plots import plot_confusion_matrix
+        from lightning_transfer.plots import class_names_of, plot_confusion_matrix
 
         self.test_confusion_matrix = self.test_confusion.compute().cpu()
         self.test_confusion.reset()
         folder = run_log_dir(self.trainer)
         if folder is not None and self.trainer.is_global_zero:
             plot_confusion_matrix(self.test_confusion_matrix, folder / "confusion_matrix.png",
-                                  class_names=getattr(self.trainer.datamodule, "class_names", None))
+                                  class_names=class_names_of(self.trainer.datamodule, self.hparams.num_classes))
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """``{"prediction": int64 B, "probabilities": float32 B x C}`` (plus ``labels`` when the
