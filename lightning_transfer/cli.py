@@ -17,6 +17,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_transfer  # noqa: F401  (registers our modules for short class_path names)
+from lightning_transfer.callbacks import share_log_version
 from lightning_transfer.errors import UserInputError, require
 
 TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
@@ -26,12 +27,39 @@ BEST_RECORD = "best_checkpoint.txt"
 
 
 class TransferCLI(LightningCLI):
-    """LightningCLI with our defaults: seed 0 and a config file saved next to the logs (overwrite
-    allowed, so a requeued cluster job can start again).
+    """LightningCLI with our defaults: seed 0, a config file saved next to the logs (overwrite
+    allowed, so a requeued cluster job can start again), and TensorBoard and CSV loggers with one
+    save_dir sharing one ``version_N`` folder.
 
     After ``fit``, the path of the best checkpoint (the first ModelCheckpoint's, e.g. best
     ``val/acc``) is recorded in ``<default_root_dir>/best_checkpoint.txt``; ``validate``, ``test``
     and ``predict`` with the same config and no ``--ckpt_path`` evaluate that checkpoint."""
+
+    def before_instantiate_classes(self) -> None:
+        self._loggers_follow_root_dir(self.config[self.subcommand] if self.subcommand else self.config)
+
+    @staticmethod
+    def _loggers_follow_root_dir(config) -> None:
+        """A logger whose ``save_dir`` is the config file's ``default_root_dir`` (the ``&root``
+        anchor of our configs) follows ``--trainer.default_root_dir`` given on the command line, so
+        checkpoints, logs and plots move together."""
+        import yaml
+
+        roots = set()
+        for path in config.get("config") or []:
+            trainer = (yaml.safe_load(path.get_content()) or {}).get("trainer") or {}
+            roots.add(trainer.get("default_root_dir"))
+        root = config.trainer.default_root_dir
+        loggers = config.trainer.logger if isinstance(config.trainer.logger, list) else [config.trainer.logger]
+        for logger in loggers:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and init_args.get("save_dir") in roots - {None, root}:
+                init_args.save_dir = root
+
+    def instantiate_trainer(self, **kwargs) -> pl.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        share_log_version(trainer)  # TensorBoard and CSV loggers of a config write into one version_N folder
+        return trainer
 
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback

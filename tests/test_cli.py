@@ -73,6 +73,12 @@ def test_every_config_fits_for_two_steps(config, tmp_path, monkeypatch, simclr_e
         extra += ["--data.init_args.root", str(write_image_folder(tmp_path / "images", per_class=6, size=40))]
     main(args + extra)
     assert list((tmp_path / "run").rglob("*.ckpt")), "fit wrote no checkpoint"
+    # TensorBoard and CSV loggers share one version folder (they follow --trainer.default_root_dir), plots included
+    (version,) = (tmp_path / "run" / "lightning_logs").iterdir()
+    assert list(version.glob("events.out.tfevents.*")) and list(version.glob("checkpoints/*.ckpt"))
+    assert_png(version / "training_curves.png")
+    if "ImageDataModule" in (ROOT / config).read_text():
+        assert_png(version / "embedding_projection.png")
 
 
 def test_print_config_resolves_every_argument():
@@ -101,3 +107,12 @@ def test_test_without_ckpt_path_evaluates_the_best_checkpoint_of_the_last_fit(tm
     assert best.endswith(".ckpt") and Path(best).exists()
     main(["test", *common])
     assert f"uses the best checkpoint of the last fit: {best}" in capsys.readouterr().err
+    assert_png(tmp_path / "run" / "lightning_logs" / "version_1" / "confusion_matrix.png")  # the test run's log folder
+
+
+def assert_png(path: Path) -> None:
+    from PIL import Image
+
+    assert path.is_file() and path.stat().st_size > 0, f"{path} was not written"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
