@@ -1,0 +1,78 @@
+"""Export the encoder of a run for use outside Lightning.
+
+``python -m lightning_transfer.export SOURCE OUT``
+
+``SOURCE`` is a run directory (its ``best_checkpoint.txt``, written by ``lightning-transfer fit``,
+names the checkpoint) or any checkpoint :class:`~lightning_transfer.FineTuneModule` accepts: a
+SimCLR, BERT pretraining or fine-tuning Lightning checkpoint, or an exported encoder. Image encoders
+go to the file ``OUT`` (``torch.load``-able; ``FineTuneModule(pretrained=OUT)`` reads it); text
+encoders go to the Hugging Face directory ``OUT`` (``config.json``, ``model.safetensors`` and the
+tokenizer files), which ``transformers.BertModel`` / ``AutoTokenizer`` and ``FineTuneModule`` load.
+A fine-tuning checkpoint exports its fine-tuned encoder (the classification head is left out) with
+the tokenizer its data used.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lightning_transfer.cli import BEST_RECORD
+from lightning_transfer.errors import UserInputError, require
+
+
+def resolve_checkpoint(source: str | Path) -> Path:
+    """``source`` itself, or for a run directory the checkpoint its ``best_checkpoint.txt`` names."""
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / BEST_RECORD).is_file():
+        best = Path((path / BEST_RECORD).read_text().strip())
+        require(best.exists(), f"{path / BEST_RECORD} names {best}, which no longer exists; pass a checkpoint file")
+        return best
+    return path
+
+
+def _data_tokenizer(checkpoint: Path):
+    """The tokenizer a fine-tuning run's DataModule used (Lightning stores the DataModule's
+    hyperparameters in its checkpoints), when that path still exists; else ``None``."""
+    import torch
+
+    from lightning_transfer.data.tokenizer import load_tokenizer
+
+    if checkpoint.is_dir():
+        return None
+    stored = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    path = (stored.get("datamodule_hyper_parameters") or {}).get("tokenizer") if isinstance(stored, dict) else None
+    return load_tokenizer(Path(path).expanduser()) if path and Path(path).expanduser().exists() else None
+
+
+def export_encoder(source: str | Path, out: str | Path) -> Path:
+    """Write the encoder of ``source`` to ``out`` (see the module docstring). Returns ``out``."""
+    from lightning_transfer.data.tokenizer import save_tokenizer
+    from lightning_transfer.models.loading import load_encoder, pretrained_tokenizer, save_encoder
+
+    checkpoint = resolve_checkpoint(source)
+    loaded = load_encoder(str(checkpoint))
+    if loaded.modality == "image":
+        return save_encoder(out, loaded.encoder, loaded.info["config"], kind=loaded.info["kind"])
+    directory = loaded.encoder.save_pretrained(out)
+    tokenizer = pretrained_tokenizer(loaded.info) or _data_tokenizer(checkpoint)
+    if tokenizer is not None:
+        save_tokenizer(tokenizer, directory, model_max_length=loaded.encoder.config.max_position_embeddings)
+    return Path(directory)
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lightning_transfer.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="a run directory (with best_checkpoint.txt) or a checkpoint file")
+    parser.add_argument("out", help="the encoder file (images) or Hugging Face directory (text) to write")
+    parsed = parser.parse_args(args)
+    try:
+        written = export_encoder(parsed.source, parsed.out)
+    except UserInputError as err:
+        print(f"lightning-transfer: error: {' '.join(str(err).split())}", file=sys.stderr)
+        sys.exit(2)
+    print(f"exported the encoder of {resolve_checkpoint(parsed.source)} to {written}")
+
+
+if __name__ == "__main__":
+    main()
