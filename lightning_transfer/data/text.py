@@ -100,6 +100,15 @@ def _truncate_pair(len_a: int, len_b: int, max_tokens: int, rng: random.Random) 
     return cut[0], cut[1], cut[2], cut[3]
 
 
+def _progress(documents: Sequence, description: str | None):
+    """``enumerate(documents)``, with a tqdm progress bar when ``description`` is given."""
+    if description is None:
+        return enumerate(documents)
+    from tqdm.auto import tqdm
+
+    return tqdm(enumerate(documents), total=len(documents), desc=description, unit="doc")
+
+
 def create_nsp_examples(
     documents: Sequence[Segments],
     max_seq_length: int,
@@ -108,6 +117,7 @@ def create_nsp_examples(
     rng: random.Random,
     short_seq_prob: float = 0.1,
     word_starts: Sequence[Sequence[Sequence[int]]] | None = None,
+    progress: str | None = None,
 ) -> dict[str, list]:
     """Sentence-pair examples for MLM + next sentence prediction, as Google's
     ``create_instances_from_document`` (one pass over the data, i.e. ``dupe_factor=1``).
@@ -125,6 +135,7 @@ def create_nsp_examples(
         word_starts: same nesting as ``documents``, 1 where a token starts a word; when given, the
             output has ``word_ids`` (-1 at special tokens) for whole-word masking.
         rng: the only source of randomness; the same state gives the same examples.
+        progress: show a progress bar over the documents with this description (``None``: none).
 
     About half of the pairs get label 1; more when documents are short, because a chunk of a single
     sentence (a one-sentence document, or the last sentence of one) can only take a random B.
@@ -144,7 +155,7 @@ def create_nsp_examples(
         starts = [s for j in sentences for s in word_starts[doc][j]] if word_starts is not None else None
         return tokens, starts
 
-    for doc_index, document in enumerate(documents):
+    for doc_index, document in _progress(documents, progress):
         target = max_tokens
         if rng.random() < short_seq_prob:
             target = rng.randint(2, max_tokens)
@@ -200,6 +211,7 @@ def pack_sequences(
     cls_id: int,
     sep_id: int,
     word_starts: Sequence[Sequence[Sequence[int]]] | None = None,
+    progress: str | None = None,
 ) -> dict[str, list]:
     """RoBERTa's FULL-SENTENCES packing: whole sentences, in corpus order, fill
     ``[CLS] ... [SEP]`` sequences of at most ``max_seq_length`` tokens, crossing document boundaries;
@@ -209,6 +221,7 @@ def pack_sequences(
     sentence longer than ``max_seq_length - 2`` is cut into pieces of that length. Removing the
     special tokens from all sequences and concatenating them gives back the corpus tokens exactly, in
     order. Columns as :func:`create_nsp_examples`, without ``next_sentence_label`` (token types all 0).
+    ``progress``: as :func:`create_nsp_examples`.
     """
     if max_seq_length < MIN_SEQ_LENGTH:
         raise UserInputError(f"max_seq_length must be at least {MIN_SEQ_LENGTH}, got {max_seq_length}")
@@ -236,7 +249,7 @@ def pack_sequences(
             columns["word_ids"].append(_word_ids([(None, None), *parts, (None, None)]))
         parts, used = [], 0
 
-    for doc_index, document in enumerate(documents):
+    for doc_index, document in _progress(documents, progress):
         for sentence_index, sentence in enumerate(document):
             starts = word_starts[doc_index][sentence_index] if word_starts is not None else [0] * len(sentence)
             for offset in range(0, len(sentence), budget):
@@ -641,7 +654,8 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             documents = self._read_documents()
             train_index, _ = _split_documents(len(documents), hp.val_fraction, hp.seed)
             trained = train_wordpiece(
-                [documents[i] for i in train_index], vocab_size=hp.vocab_size, lowercase=hp.lowercase, min_frequency=hp.min_frequency
+                [documents[i] for i in train_index], vocab_size=hp.vocab_size, lowercase=hp.lowercase, min_frequency=hp.min_frequency,
+                show_progress=True,
             )
             self.cache_root.mkdir(parents=True, exist_ok=True)
             tmp = self.cache_root / f".tmp-{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -693,10 +707,12 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             elif hp.nsp:
                 rng = random.Random(f"{CACHE_VERSION}/nsp/{hp.seed}/{name}")
                 columns = create_nsp_examples(
-                    docs, hp.max_seq_length, ids["cls"], ids["sep"], rng, hp.short_seq_prob, word_starts=doc_starts
+                    docs, hp.max_seq_length, ids["cls"], ids["sep"], rng, hp.short_seq_prob, word_starts=doc_starts,
+                    progress=f"Building {name} NSP pairs",
                 )
             else:
-                columns = pack_sequences(docs, hp.max_seq_length, ids["cls"], ids["sep"], word_starts=doc_starts)
+                columns = pack_sequences(docs, hp.max_seq_length, ids["cls"], ids["sep"], word_starts=doc_starts,
+                                         progress=f"Packing {name} sequences")
             if not columns["input_ids"]:
                 continue  # datasets cannot reload an empty saved split; load() recreates it
             splits[name] = datasets.Dataset.from_dict(columns, features=_example_features(hp.whole_word_masking, hp.nsp))

@@ -113,6 +113,15 @@ def test_packing_loses_no_token_and_keeps_corpus_order():
     assert all(set(types) == {0} for types in columns["token_type_ids"])
 
 
+def test_building_examples_shows_a_progress_bar_only_when_asked_and_gives_the_same_examples(capsys):
+    docs = _int_documents(3, 8, 4, length=(1, 12))
+    assert pack_sequences(docs, 16, CLS, SEP, progress="Packing train") == pack_sequences(docs, 16, CLS, SEP)
+    assert create_nsp_examples(docs, 16, CLS, SEP, random.Random(0), progress="Building pairs") == \
+        create_nsp_examples(docs, 16, CLS, SEP, random.Random(0))
+    err = capsys.readouterr().err
+    assert "Packing train" in err and "Building pairs" in err and f"{len(docs)}/{len(docs)}" in err
+
+
 def test_packing_separates_documents_with_sep_and_moves_a_sentence_that_does_not_fit():
     docs = [[[11, 12], [13]], [[21, 22, 23]], [[31] * 5, [32] * 4]]
     columns = pack_sequences(docs, 10, CLS, SEP)  # room for 8 tokens between [CLS] and [SEP]
