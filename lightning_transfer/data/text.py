@@ -935,10 +935,9 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
             hp.test_size if hp.test_size is not None else (1000 if demo else 0.1),
         )
 
-    def setup(self, stage: str | None = None) -> None:
-        """Read, split, subset and tokenize (idempotent)."""
-        if self.train_dataset is not None:
-            return
+    def _split(self) -> tuple[dict, dict, dict[str, list[int]]]:
+        """Read the source and split it: ``(splits, label ids by split, row indices into the train
+        pool of each split carved from it)``; ``"train"`` is the whole pool before any label subset."""
         hp = self.hparams
         raw: LabeledSplits = read_labeled(hp.source, hp.text_column, hp.text_pair_column, hp.label_column, hub_config=hp.hub_config)
         splits = dict(raw.splits)
@@ -947,17 +946,36 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
             if labels and all(isinstance(v, (int, np.integer)) and v < 0 for v in labels):
                 del splits[name]  # e.g. GLUE test sets: labels withheld (-1); carve one from train instead
         ids, self.label_names = encode_labels({k: v["label"] for k, v in splits.items()}, hp.label_column, hp.num_classes, raw.label_names)
-        pool = splits["train"]
-        pool_ids = ids["train"]
         val_size, test_size = self._split_sizes()
         wanted = [name for name in ("test", "validation") if name not in splits]
         sizes = [test_size if name == "test" else val_size for name in wanted]
         try:
-            parts = stratified_split(pool_ids, sizes, seed=hp.seed)
+            parts = stratified_split(ids["train"], sizes, seed=hp.seed)
         except UserInputError as error:
             raise UserInputError(f"{error} (val_size={val_size}, test_size={test_size})") from None
         indices = dict(zip(wanted, parts[:-1]))
-        train_index = parts[-1]
+        indices["train"] = parts[-1]
+        return splits, ids, indices
+
+    def unlabeled_texts(self) -> list[str]:
+        """Every text of the training pool with its label dropped, *before* the few-label subset;
+        no validation or test text. The leak-free corpus for MLM pretraining on the task's own
+        text (task-adaptive pretraining, Gururangan et al. 2020); pair columns are included."""
+        splits, _, indices = self._split()
+        pool = splits["train"]
+        texts = [pool["text"][i] for i in indices["train"]]
+        if self.hparams.text_pair_column:
+            texts += [pool["text_pair"][i] for i in indices["train"]]
+        return texts
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read, split, subset and tokenize (idempotent)."""
+        if self.train_dataset is not None:
+            return
+        hp = self.hparams
+        splits, ids, indices = self._split()
+        pool, pool_ids = splits["train"], ids["train"]
+        train_index = indices["train"]
         if hp.labels_per_class is not None or hp.label_fraction is not None:
             keep = stratified_subset(
                 [pool_ids[i] for i in train_index],

@@ -462,6 +462,20 @@ def test_source_splits_from_a_directory_are_kept(tmp_path):
     assert (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset)) == (6, 7, 5)
 
 
+def test_unlabeled_texts_are_the_whole_training_pool_without_validation_or_test_texts(tmp_path):
+    texts = [f"review number {i}" for i in range(40)]
+    pd.DataFrame({"text": texts, "label": [i % 2 for i in range(40)]}).to_csv(tmp_path / "reviews.csv", index=False)
+    dm = TextClassificationDataModule(tokenizer=str(minilm_directory()), source=str(tmp_path / "reviews.csv"),
+                                      val_size=6, test_size=8, labels_per_class=2, max_seq_length=16)
+    corpus = dm.unlabeled_texts()
+    dm.setup()
+    tokenizer = dm.tokenizer
+    held_out = {tokenizer.decode([int(t) for t in row if t > 0], skip_special_tokens=True)
+                for split in (dm.val_dataset, dm.test_dataset) for row in split["input_ids"]}
+    assert len(corpus) == 40 - 6 - 8 and len(dm.train_dataset) == 4  # the corpus ignores the label subset
+    assert not held_out & set(corpus) and set(corpus) | held_out == set(texts)
+
+
 @pytest.mark.parametrize(
     "labels, kwargs, message",
     [
