@@ -97,11 +97,11 @@ class LARS(torch.optim.Optimizer):
 FUSED_DEVICES = ("cpu", "cuda", "mps", "xpu")  # where torch has fused (single-kernel) Adam/AdamW
 
 
-def adam_implementation(param_groups: list[dict]) -> dict[str, bool]:
-    """``{"fused": True}`` when every parameter is a floating-point tensor on a device with torch's fused
-    Adam kernel (one kernel for all parameters; ~3x faster than ``foreach`` on CPU), else
-    ``{"foreach": True}``. An implementation choice only: the update is the same."""
-    if not all(isinstance(group, dict) and isinstance(group["params"], (list, tuple)) for group in param_groups):
+def adam_implementation(param_groups: list[dict], allow_fused: bool = True) -> dict[str, bool]:
+    """``{"fused": True}`` when ``allow_fused`` and every parameter is a floating-point tensor on a
+    device with torch's fused Adam kernel (one kernel for all parameters; ~3x faster than ``foreach``
+    on CPU), else ``{"foreach": True}``. An implementation choice only: the update is the same."""
+    if not allow_fused or not all(isinstance(group, dict) and isinstance(group["params"], (list, tuple)) for group in param_groups):
         return {"foreach": True}  # parameters given as an iterator: do not consume it here
     params = [p for group in param_groups for p in group["params"]]
     fused = bool(params) and all(p.is_floating_point() and p.device.type in FUSED_DEVICES for p in params)
@@ -109,9 +109,11 @@ def adam_implementation(param_groups: list[dict]) -> dict[str, bool]:
 
 
 def build_optimizer(name: str, param_groups: list[dict], lr: float, weight_decay: float = 0.0,
-                    momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+                    momentum: float = 0.9, betas: tuple[float, float] = (0.9, 0.999),
+                    allow_fused: bool = True) -> torch.optim.Optimizer:
     """Create optimizer ``name`` (one of :data:`OPTIMIZERS`) over ``param_groups``. Groups keep
-    their own ``weight_decay``/``lr`` when they set one; ``weight_decay`` is the default."""
+    their own ``weight_decay``/``lr`` when they set one; ``weight_decay`` is the default.
+    ``allow_fused=False`` keeps Adam/AdamW off the fused kernel (see :func:`adam_implementation`)."""
     name = name.lower()
     if name == "lars":
         return LARS(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -119,10 +121,10 @@ def build_optimizer(name: str, param_groups: list[dict], lr: float, weight_decay
         return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(param_groups, lr=lr, betas=betas, weight_decay=weight_decay,
-                                 **adam_implementation(param_groups))
+                                 **adam_implementation(param_groups, allow_fused))
     if name == "adam":
         return torch.optim.Adam(param_groups, lr=lr, betas=betas, weight_decay=weight_decay,
-                                **adam_implementation(param_groups))
+                                **adam_implementation(param_groups, allow_fused))
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 

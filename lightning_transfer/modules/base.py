@@ -80,11 +80,22 @@ class OptimizedModule(pl.LightningModule):
         """Optimizer steps of the whole run, as the Trainer estimates them."""
         return max(1, int(self.trainer.estimated_stepping_batches))
 
+    def _may_fuse_optimizer(self) -> bool:
+        """Lightning refuses to clip the gradients of a fused optimizer under mixed precision (the
+        fused kernel unscales them itself), so gradient clipping + AMP gets the ``foreach`` one."""
+        from lightning.pytorch.plugins.precision import MixedPrecision
+
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        return not (trainer.gradient_clip_val and isinstance(trainer.precision_plugin, MixedPrecision))
+
     def configure_optimizers(self):
         hp = self.hparams
         total = self.total_steps()
         optimizer = build_optimizer(hp.optimizer, self.param_groups(), lr=self.learning_rate(),
-                                    weight_decay=hp.weight_decay, momentum=hp.momentum, betas=tuple(hp.betas))
+                                    weight_decay=hp.weight_decay, momentum=hp.momentum, betas=tuple(hp.betas),
+                                    allow_fused=self._may_fuse_optimizer())
         warmup = resolve_warmup_steps(hp.warmup_steps, hp.warmup_fraction, total)
         return {"optimizer": optimizer,
                 "lr_scheduler": warmup_schedule(optimizer, warmup, total, hp.schedule, hp.min_lr_factor)}
