@@ -145,8 +145,10 @@ def test_readme_bash_block_runs(block, workdir, capsys):
             assert list(logs.glob(f"version_*/{name}")), f"no {name} under {logs}"
         assert Path((workdir / "runs/my_classifier/best_checkpoint.txt").read_text().strip()).is_file()
     if "my_texts.csv" in block:
-        for hf in ("runs/my_bert/hf", "runs/my_text_classifier/hf"):
-            assert {"config.json", "model.safetensors", "tokenizer.json", "vocab.txt"} <= {p.name for p in (workdir / hf).iterdir()}
+        transformers = pytest.importorskip("transformers")
+        for hf in ("runs/my_bert/hf", "runs/my_text_classifier/hf"):  # "load in transformers", as the README says
+            tokens = transformers.AutoTokenizer.from_pretrained(workdir / hf)("a lovely film", return_tensors="pt")
+            assert transformers.BertModel.from_pretrained(workdir / hf)(**tokens).last_hidden_state.shape[1] == tokens["input_ids"].shape[1]
         assert (workdir / "runs/my_text_classifier/predictions/predictions.csv").is_file()
 
 
