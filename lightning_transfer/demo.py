@@ -167,7 +167,9 @@ REVIEW_SPLITS = {"source": "reviews_demo", "val_size": 500, "test_size": 1000, "
 def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
     """Task-adaptive pretraining (Gururangan et al. 2020): BertPretrainModule continues MiniLM-L6 with
     MLM on the review *training* texts (labels dropped) and the plot summaries; no validation or test
-    review is in the corpus. MiniLM ships without an MLM head: ours starts from the tied embeddings.
+    review is in the corpus. MiniLM ships without an MLM head, so the fresh head trains at 20x the
+    encoder's LR (``head_lr_factor``): in our runs that took the MLM loss after 150 steps from 7.0 to
+    6.3 and fine-tuning at 50 labels/class from 0.648 to 0.686 (MiniLM as it ships: 0.695).
 
     Why not a BERT from scratch: on this corpus (~600k tokens) a 2-layer BERT trained for 1,500 steps
     reaches 16% MLM accuracy, and logistic regression on its mean-pooled features does no better than
@@ -185,8 +187,8 @@ def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
     status(f"reviews: MLM on {len(texts):,} training reviews and plot summaries, continuing MiniLM-L6 for {plan.bert_steps} steps")
     data = TextPretrainDataModule(source=str(corpus), txt_documents="line", tokenizer=minilm,
                                   max_seq_length=plan.reviews_max_length, nsp=False, batch_size=16, cache_dir=str(out / "cache"))
-    module = BertPretrainModule(pretrained=minilm, tokenizer=minilm, nsp=False, lr=5e-5, warmup_fraction=0.1,
-                                weight_decay=0.01)
+    module = BertPretrainModule(pretrained=minilm, tokenizer=minilm, nsp=False, lr=5e-5, head_lr_factor=20.0,
+                                warmup_fraction=0.1, weight_decay=0.01)
     trainer = make_trainer(root, quiet, max_steps=plan.bert_steps, max_epochs=-1, gradient_clip_val=1.0,
                            val_check_interval=plan.bert_steps, check_val_every_n_epoch=None, limit_val_batches=10)
     trainer.fit(module, data)

@@ -33,7 +33,7 @@ from lightning_transfer.distributed import is_distributed, world_size
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import ACTIVATIONS, BertConfig, BertForPretraining, BertModel
 from lightning_transfer.modules.base import OptimizedModule
-from lightning_transfer.optim import OPTIMIZERS, SCHEDULES
+from lightning_transfer.optim import OPTIMIZERS, SCHEDULES, split_decay_groups
 
 IGNORE_INDEX = -100
 CHECKPOINT_KEY = "lightning_transfer"  # checkpoint["lightning_transfer"] = {"kind", "modality", "tokenizer"}
@@ -111,6 +111,11 @@ class BertPretrainModule(OptimizedModule):
             the paper's: AdamW, lr 1e-4, betas (0.9, 0.999), decay 0.01 (none on biases and LayerNorm),
             1% linear warmup (BERT: 10k of 1M steps; RoBERTa uses ~6%), then linear decay to 0.
             Clip gradients with the Trainer's ``gradient_clip_val`` (1.0 in the configs).
+        head_lr_factor: the pretraining heads (``cls.*``: the MLM transform and decoder bias, NSP)
+            train at ``lr * head_lr_factor``; the decoder weight is the tied word embedding and stays
+            at ``lr``. Raise it (e.g. 20) when continuing an encoder-only checkpoint such as MiniLM,
+            whose heads start untrained: at the encoder's small LR a fresh head takes hundreds of steps
+            to learn, feeding the encoder uninformative gradients all the while.
 
     Logged (torchmetrics, correct under DDP), for ``train`` and ``val``: ``{stage}/mlm_loss``
     (token-level mean over the epoch), ``{stage}/mlm_acc``, ``{stage}/mlm_ppl`` (``exp`` of the epoch's
@@ -149,6 +154,7 @@ class BertPretrainModule(OptimizedModule):
         warmup_fraction: float = 0.01,
         schedule: str = "linear",
         min_lr_factor: float = 0.0,
+        head_lr_factor: float = 1.0,
     ):
         super().__init__()
         require(optimizer.lower() in OPTIMIZERS, f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -158,6 +164,7 @@ class BertPretrainModule(OptimizedModule):
         require(0 <= warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
         require(warmup_steps is None or warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
         require(0 <= min_lr_factor <= 1, f"min_lr_factor must be in [0, 1], got {min_lr_factor}")
+        require(head_lr_factor > 0, f"head_lr_factor must be > 0, got {head_lr_factor}")
         self.save_hyperparameters()
         self.model: BertForPretraining | None = None
         self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
@@ -211,6 +218,18 @@ class BertPretrainModule(OptimizedModule):
             for part in (model.bert.pooler, model.cls["seq_relationship"]):
                 part.requires_grad_(False)
         self.model = model
+
+    def param_groups(self) -> list[dict]:
+        """The encoder's groups at ``lr``, the heads' at ``lr * head_lr_factor``; no weight decay on
+        biases and LayerNorm weights in either."""
+        hp = self.hparams
+        if hp.head_lr_factor == 1.0:
+            return super().param_groups()
+        named = list(self.named_parameters())
+        heads = [(n, p) for n, p in named if n.startswith("model.cls.")]
+        rest = [(n, p) for n, p in named if not n.startswith("model.cls.")]
+        return (split_decay_groups(rest, hp.weight_decay)
+                + split_decay_groups(heads, hp.weight_decay, lr=self.learning_rate() * hp.head_lr_factor))
 
     @staticmethod
     def _stage_metrics() -> nn.ModuleDict:

@@ -179,6 +179,21 @@ def test_bias_and_layernorm_parameters_get_no_weight_decay():
     assert all(n.endswith(".bias") or "LayerNorm" in n for n in undecayed)
 
 
+def test_head_lr_factor_speeds_up_only_the_heads_and_keeps_the_tied_decoder_at_the_encoder_lr():
+    module = tiny_module(lr=1e-4, head_lr_factor=20.0)
+    names = {id(p): n for n, p in module.named_parameters()}
+    groups = module.param_groups()
+    fast = {names[id(p)] for g in groups if g.get("lr") is not None for p in g["params"]}
+    slow = {names[id(p)] for g in groups if g.get("lr") is None for p in g["params"]}
+    assert all(g["lr"] == pytest.approx(2e-3) for g in groups if "lr" in g)
+    assert fast and all(n.startswith("model.cls.") for n in fast) and not any(n.startswith("model.cls.") for n in slow)
+    assert "model.bert.embeddings.word_embeddings.weight" in slow  # the decoder weight is this one, tied
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    assert sorted(fast | slow) == sorted(trainable) and len(fast) + len(slow) == len(trainable)
+    with pytest.raises(UserInputError, match="head_lr_factor"):
+        tiny_module(head_lr_factor=0.0)
+
+
 def test_without_nsp_the_pooler_and_nsp_head_are_frozen_and_out_of_the_optimizer():
     module = tiny_module(nsp=False)
     in_groups = {id(p) for group in module.param_groups() for p in group["params"]}
