@@ -60,7 +60,7 @@ class Plan:
 
 FULL = Plan(simclr_steps=1500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps=100, mnist_draws=2, bert_steps=150,
             reviews_labels=(10, 50, 100), reviews_finetune_epochs=6, reviews_draws=1, reviews_max_length=64)
-QUICK = Plan(simclr_steps=60, mnist_labels=(10,), mnist_finetune_steps=60, mnist_draws=1, bert_steps=6,
+QUICK = Plan(simclr_steps=300, mnist_labels=(10,), mnist_finetune_steps=60, mnist_draws=1, bert_steps=6,
              reviews_labels=(50,), reviews_finetune_epochs=2, reviews_draws=1, reviews_max_length=48)
 
 

@@ -20,7 +20,8 @@ def test_quick_demo_writes_results_and_pretrained_inits_beat_chance(tmp_path):
     for r in records:
         assert set(r) >= {"task", "init", "labels_per_class", "test_accuracy"} and 0.0 <= r["test_accuracy"] <= 1.0
     accuracy = {(r["task"], r["init"]): r["test_accuracy"] for r in records}
-    assert accuracy[("mnist", "simclr")] > 0.5 and accuracy[("mnist", "scratch")] > 0.15  # 10 classes: chance is 0.1
+    assert accuracy[("mnist", "scratch")] > 0.5  # 10 classes: chance is 0.1
+    assert accuracy[("mnist", "simclr")] > accuracy[("mnist", "scratch")]  # 300 SimCLR steps already pay (0.90 vs 0.85)
     assert accuracy[("reviews", "minilm")] > accuracy[("reviews", "scratch")]  # real pretrained weights must pay
     assert accuracy[("reviews", "bert")] > 0.55  # MiniLM after a few MLM steps of ours: still a working encoder
     for r in records:  # the mean of its draws
