@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from argparse import ArgumentError
 from pathlib import Path
@@ -24,6 +25,7 @@ TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
 
 
 BEST_RECORD = "best_checkpoint.txt"
+FIT_CONFIG = "fit_config.yaml"
 
 
 class TransferCLI(LightningCLI):
@@ -33,7 +35,9 @@ class TransferCLI(LightningCLI):
 
     After ``fit``, the path of the best checkpoint (the first ModelCheckpoint's, e.g. best
     ``val/acc``) is recorded in ``<default_root_dir>/best_checkpoint.txt``; ``validate``, ``test``
-    and ``predict`` with the same config and no ``--ckpt_path`` evaluate that checkpoint."""
+    and ``predict`` with the same config and no ``--ckpt_path`` evaluate that checkpoint. The fit's
+    resolved config is copied to ``<default_root_dir>/fit_config.yaml``, so
+    ``lightning-transfer test --config <default_root_dir>/fit_config.yaml`` repeats no argument."""
 
     def before_instantiate_classes(self) -> None:
         self._loggers_follow_root_dir(self.config[self.subcommand] if self.subcommand else self.config)
@@ -64,8 +68,14 @@ class TransferCLI(LightningCLI):
     def after_fit(self) -> None:
         callback = self.trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
-        if best and self.trainer.is_global_zero:
-            (Path(self.trainer.default_root_dir) / BEST_RECORD).write_text(str(Path(best).resolve()) + "\n")
+        if not self.trainer.is_global_zero:
+            return
+        root = Path(self.trainer.default_root_dir)
+        if best:
+            (root / BEST_RECORD).write_text(str(Path(best).resolve()) + "\n")
+        saved = Path(self.trainer.log_dir or root) / "config.yaml"  # written by LightningCLI's SaveConfigCallback
+        if saved.is_file():
+            shutil.copyfile(saved, root / FIT_CONFIG)
 
     def _use_best_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]

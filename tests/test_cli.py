@@ -108,6 +108,10 @@ def test_test_without_ckpt_path_evaluates_the_best_checkpoint_of_the_last_fit(tm
     main(["test", *common])
     assert f"uses the best checkpoint of the last fit: {best}" in capsys.readouterr().err
     assert_png(tmp_path / "run" / "lightning_logs" / "version_1" / "confusion_matrix.png")  # the test run's log folder
+    # The fit's own config, copied next to the record, repeats none of its arguments.
+    main(["test", "--config", str(tmp_path / "run" / "fit_config.yaml")])
+    assert f"uses the best checkpoint of the last fit: {best}" in capsys.readouterr().err
+    assert_png(tmp_path / "run" / "lightning_logs" / "version_2" / "confusion_matrix.png")
 
 
 def assert_png(path: Path) -> None:
