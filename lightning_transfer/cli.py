@@ -28,6 +28,17 @@ BEST_RECORD = "best_checkpoint.txt"
 FIT_CONFIG = "fit_config.yaml"
 
 
+def best_checkpoint_of(root: str | Path) -> Path | None:
+    """The checkpoint that ``<root>/best_checkpoint.txt`` names (``None`` without that record); a
+    record naming a file that is gone is a :class:`UserInputError`."""
+    record = Path(root).expanduser() / BEST_RECORD
+    if not record.is_file():
+        return None
+    best = Path(record.read_text().strip())
+    require(best.exists(), f"{record} names {best}, which no longer exists; pass a checkpoint explicitly (--ckpt_path)")
+    return best
+
+
 class TransferCLI(LightningCLI):
     """LightningCLI with our defaults: seed 0, a config file saved next to the logs (overwrite
     allowed, so a requeued cluster job can start again), and TensorBoard and CSV loggers with one
@@ -79,11 +90,9 @@ class TransferCLI(LightningCLI):
 
     def _use_best_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
-        record = Path(self.trainer.default_root_dir) / BEST_RECORD
-        if config.get("ckpt_path") is None and record.exists():
-            best = record.read_text().strip()
-            require(Path(best).exists(), f"{record} names {best}, which no longer exists; pass --ckpt_path explicitly")
-            config["ckpt_path"] = best
+        best = best_checkpoint_of(self.trainer.default_root_dir) if config.get("ckpt_path") is None else None
+        if best is not None:
+            config["ckpt_path"] = str(best)
             print(f"lightning-transfer: {self.subcommand} uses the best checkpoint of the last fit: {best}", file=sys.stderr)
 
     before_validate = before_test = before_predict = _use_best_checkpoint

@@ -17,18 +17,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from lightning_transfer.cli import BEST_RECORD
-from lightning_transfer.errors import UserInputError, require
+from lightning_transfer.cli import best_checkpoint_of
+from lightning_transfer.errors import UserInputError
 
 
 def resolve_checkpoint(source: str | Path) -> Path:
     """``source`` itself, or for a run directory the checkpoint its ``best_checkpoint.txt`` names."""
     path = Path(source).expanduser()
-    if path.is_dir() and (path / BEST_RECORD).is_file():
-        best = Path((path / BEST_RECORD).read_text().strip())
-        require(best.exists(), f"{path / BEST_RECORD} names {best}, which no longer exists; pass a checkpoint file")
-        return best
-    return path
+    return (best_checkpoint_of(path) if path.is_dir() else None) or path
 
 
 def _data_tokenizer(checkpoint: Path):
