@@ -77,16 +77,20 @@ class TransferCLI(LightningCLI):
         return trainer
 
     def after_fit(self) -> None:
-        callback = self.trainer.checkpoint_callback
+        """Record the best checkpoint and the fit's config (process 0 writes them, after a barrier)."""
+        trainer = self.trainer
+        callback = trainer.checkpoint_callback
         best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
-        if not self.trainer.is_global_zero:
-            return
-        root = Path(self.trainer.default_root_dir)
-        if best:
-            (root / BEST_RECORD).write_text(str(Path(best).resolve()) + "\n")
-        saved = Path(self.trainer.log_dir or root) / "config.yaml"  # written by LightningCLI's SaveConfigCallback
-        if saved.is_file():
-            shutil.copyfile(saved, root / FIT_CONFIG)
+        log_dir = trainer.log_dir  # a collective under DDP (a broadcast from process 0): every process calls it
+        root = Path(trainer.default_root_dir)
+        if trainer.is_global_zero:
+            root.mkdir(parents=True, exist_ok=True)
+            if best:
+                (root / BEST_RECORD).write_text(str(Path(best).resolve()) + "\n")
+            saved = Path(log_dir or root) / "config.yaml"  # written by LightningCLI's SaveConfigCallback
+            if saved.is_file():
+                shutil.copyfile(saved, root / FIT_CONFIG)
+        trainer.strategy.barrier("lightning_transfer_after_fit")  # no process leaves before the records exist
 
     def _use_best_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]

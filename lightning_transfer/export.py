@@ -27,31 +27,31 @@ def resolve_checkpoint(source: str | Path) -> Path:
     return (best_checkpoint_of(path) if path.is_dir() else None) or path
 
 
-def _data_tokenizer(checkpoint: Path):
+def _data_tokenizer(checkpoint: Path, trust_checkpoint: bool = False):
     """The tokenizer a fine-tuning run's DataModule used (Lightning stores the DataModule's
     hyperparameters in its checkpoints), when that path still exists; else ``None``."""
-    import torch
-
     from lightning_transfer.data.tokenizer import load_tokenizer
+    from lightning_transfer.models.loading import read_torch_file
 
     if checkpoint.is_dir():
         return None
-    stored = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True)
+    stored = read_torch_file(checkpoint, trust_checkpoint, what="source")
     path = (stored.get("datamodule_hyper_parameters") or {}).get("tokenizer") if isinstance(stored, dict) else None
     return load_tokenizer(Path(path).expanduser()) if path and Path(path).expanduser().exists() else None
 
 
-def export_encoder(source: str | Path, out: str | Path) -> Path:
-    """Write the encoder of ``source`` to ``out`` (see the module docstring). Returns ``out``."""
+def export_encoder(source: str | Path, out: str | Path, trust_checkpoint: bool = False) -> Path:
+    """Write the encoder of ``source`` to ``out`` (see the module docstring). Returns ``out``.
+    ``trust_checkpoint``: allow a file that needs full unpickling (only for files you trust)."""
     from lightning_transfer.data.tokenizer import save_tokenizer
     from lightning_transfer.models.loading import load_encoder, pretrained_tokenizer, save_encoder
 
     checkpoint = resolve_checkpoint(source)
-    loaded = load_encoder(str(checkpoint))
+    loaded = load_encoder(str(checkpoint), trust_checkpoint=trust_checkpoint)
     if loaded.modality == "image":
         return save_encoder(out, loaded.encoder, loaded.info["config"], kind=loaded.info["kind"])
     directory = loaded.encoder.save_pretrained(out)
-    tokenizer = pretrained_tokenizer(loaded.info) or _data_tokenizer(checkpoint)
+    tokenizer = pretrained_tokenizer(loaded.info) or _data_tokenizer(checkpoint, trust_checkpoint)
     if tokenizer is not None:
         save_tokenizer(tokenizer, directory, model_max_length=loaded.encoder.config.max_position_embeddings)
     return Path(directory)
@@ -61,9 +61,12 @@ def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_transfer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a run directory (with best_checkpoint.txt) or a checkpoint file")
     parser.add_argument("out", help="the encoder file (images) or Hugging Face directory (text) to write")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="allow a checkpoint that needs full unpickling, which can run code: only for files you trust "
+                             "(every checkpoint lightning-transfer writes loads without it)")
     parsed = parser.parse_args(args)
     try:
-        written = export_encoder(parsed.source, parsed.out)
+        written = export_encoder(parsed.source, parsed.out, parsed.trust_checkpoint)
     except UserInputError as err:
         print(f"lightning-transfer: error: {' '.join(str(err).split())}", file=sys.stderr)
         sys.exit(2)

@@ -37,8 +37,9 @@ def nt_xent_loss(
     if temperature <= 0:
         raise ValueError(f"nt_xent_loss temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        z1 = F.normalize(z1.float(), dim=1)
-        z2 = F.normalize(z2.float(), dim=1)
+        dtype = torch.promote_types(z1.dtype, torch.float32)  # float32 at least; float64 stays float64
+        z1 = F.normalize(z1.to(dtype), dim=1)
+        z2 = F.normalize(z2.to(dtype), dim=1)
         n = z1.shape[0]
         offset = 0
         if gather and is_distributed():

@@ -3,6 +3,8 @@
 # Extra arguments go to the demo, e.g. `bash scripts/demo.sh --quick --output-dir runs/demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}  # the same variable scripts/setup.sh reads
+export VENV
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec .venv/bin/python -m lightning_transfer.demo "$@"
+exec "$VENV/bin/python" -m lightning_transfer.demo "$@"

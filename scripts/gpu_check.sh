@@ -13,11 +13,13 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi >/dev/null 2>&1; then
   echo "gpu_check: no CUDA GPU here (nvidia-smi missing or failing); run this on a machine with an NVIDIA GPU" >&2
   exit 3
 fi
+VENV=${VENV:-.venv}  # the same variable scripts/setup.sh reads
+export VENV
 bash scripts/setup.sh
-PY=.venv/bin/python
+PY="$VENV/bin/python"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 if ! "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-  echo "gpu_check: torch $("$PY" -c 'import torch; print(torch.__version__)') in .venv sees no CUDA device (CPU-only wheel?)" >&2
+  echo "gpu_check: torch $("$PY" -c 'import torch; print(torch.__version__)') in $VENV sees no CUDA device (CPU-only wheel?)" >&2
   exit 3
 fi
 "$PY" -c "import torch; p = torch.cuda.get_device_properties(0); print(f'gpu_check: {p.name}, {p.total_memory / 2**30:.0f} GiB, torch {torch.__version__}, bf16 {torch.cuda.is_bf16_supported()}')"

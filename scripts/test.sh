@@ -3,6 +3,8 @@
 # Tests run on PYTEST_WORKERS processes (default 2, pytest-xdist); PYTEST_WORKERS=0 runs them in one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}  # the same variable scripts/setup.sh reads
+export VENV
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec .venv/bin/python -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" "$@"

@@ -10,7 +10,7 @@ CONFIG=${1:?usage: scripts/torchrun.sh CONFIG [lightning-transfer fit arguments]
 shift
 GPUS=${GPUS:-$(nvidia-smi --list-gpus 2>/dev/null | wc -l)}
 NODES=${NODES:-1}
-PYTHON=${PYTHON:-.venv/bin/python}
+PYTHON=${PYTHON:-${VENV:-.venv}/bin/python}
 exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$GPUS" --nnodes "$NODES" --node_rank "${NODE_RANK:-0}" \
   --master_addr "${MASTER_ADDR:-127.0.0.1}" --master_port "${MASTER_PORT:-29500}" \
   -m lightning_transfer.cli fit --config "$CONFIG" \

@@ -372,11 +372,20 @@ class ImageDataModule(pl.LightningDataModule):
         labeled = labels[labels >= 0]
         self.num_classes = int(labeled.max()) + 1 if len(labeled) else 0
         seed = self.hparams.seed
+        # A pool that mixes labeled and unlabeled (-1) images (STL-10's train+unlabeled) draws its
+        # validation and test images from the labeled ones only, so that the monitors measure
+        # something; every unlabeled image goes to training. A wholly unlabeled pool splits as it is.
+        mixed = 0 < len(labeled) < len(labels)
+        candidates = torch.nonzero(labels >= 0).flatten().tolist() if mixed else list(range(len(labels)))
+        sizes = [self.hparams.val_size] if given_test is not None else [self.hparams.test_size, self.hparams.val_size]
+        parts = [[candidates[i] for i in part] for part in stratified_split(labels[candidates].tolist(), sizes, seed=seed)]
+        if mixed:
+            parts[-1] = sorted(parts[-1] + torch.nonzero(labels < 0).flatten().tolist())
         if given_test is None:
-            test_idx, val_idx, train_idx = stratified_split(labels.tolist(), [self.hparams.test_size, self.hparams.val_size], seed=seed)
+            test_idx, val_idx, train_idx = parts
             self.test_set = Subset(pool, test_idx)
         else:
-            val_idx, train_idx = stratified_split(labels.tolist(), [self.hparams.val_size], seed=seed)
+            val_idx, train_idx = parts
             self.test_set = given_test
         self.val_set = Subset(pool, val_idx)
         train_labels = labels[train_idx].tolist()

@@ -137,21 +137,31 @@ def _load_state(encoder: nn.Module, state: dict[str, torch.Tensor], config: dict
 # Reading files
 
 
-def _read_torch_file(path: Path) -> Any:
-    require(path.stat().st_size > 0, f"pretrained={path} is an empty file (0 bytes); the save was interrupted: {EXPECTED}")
+TRUST_HINT = ("it holds Python objects besides tensors and plain values, and loading it would run their pickled code; "
+              "load only files you trust, and opt in with trust_checkpoint=True (CLI: --model.init_args.trust_checkpoint true; "
+              "export: --trust-checkpoint)")
+
+
+def read_torch_file(path: Path, trust_checkpoint: bool = False, what: str = "pretrained") -> Any:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``: tensors and plain Python values
+    only, which is how every checkpoint and export of lightning-transfer is written. A file that needs
+    full unpickling (it could run code) is a :class:`UserInputError` unless ``trust_checkpoint``."""
+    require(path.stat().st_size > 0, f"{what}={path} is an empty file (0 bytes); the save was interrupted: {EXPECTED}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # a checkpoint whose hyperparameters hold other Python objects: see below
+    except pickle.UnpicklingError as err:
+        if "unsupported global" not in str(err).lower():  # not a refused Python object: a damaged file
+            raise UserInputError(f"{what}={path} is not a readable PyTorch checkpoint (UnpicklingError: "
+                                 f"{str(err).splitlines()[0] if str(err) else ''}); is it corrupt or truncated? {EXPECTED}") from None
     except Exception as err:  # noqa: BLE001 - truncated zip, not a torch file, ...: all one message
-        raise UserInputError(f"pretrained={path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
+        raise UserInputError(f"{what}={path} is not a readable PyTorch checkpoint ({type(err).__name__}: "
                              f"{str(err).splitlines()[0] if str(err) else ''}); is it corrupt or truncated? {EXPECTED}") from None
-    warnings.warn(f"{path} holds Python objects besides tensors and is unpickled in full: load only checkpoints you trust",
-                  stacklevel=3)
+    require(trust_checkpoint, f"{what}={path} cannot be loaded safely: {TRUST_HINT}")
+    warnings.warn(f"{path} is unpickled in full (trust_checkpoint=True)", stacklevel=3)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001
-        raise UserInputError(f"pretrained={path} is not a readable PyTorch checkpoint ({type(err).__name__}); {EXPECTED}") from None
+        raise UserInputError(f"{what}={path} is not a readable PyTorch checkpoint ({type(err).__name__}); {EXPECTED}") from None
 
 
 def _hyperparameters(checkpoint: dict) -> dict[str, Any]:
@@ -194,7 +204,7 @@ def _classify_lightning_checkpoint(checkpoint: dict, path: Path) -> tuple[str, d
     if not bert_pretrain and "backbone" in hparams and any(k.startswith("backbone.") for k in state):
         backbone = hparams["backbone"]
         require(isinstance(backbone, str),
-                f"pretrained={path} was trained with a custom backbone module ({type(backbone).__name__}), which cannot be "
+                f"pretrained={path} was trained with a custom backbone module, which cannot be "
                 "rebuilt from the checkpoint; build FineTuneModule around that module yourself")
         config = normalize_encoder_config({
             "modality": "image", "backbone": backbone,
@@ -230,7 +240,7 @@ def _classify_export(payload: dict, path: Path) -> tuple[str, dict[str, Any], di
 
 
 def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
-                 encoder_config: dict[str, Any] | None = None) -> LoadedEncoder:
+                 encoder_config: dict[str, Any] | None = None, trust_checkpoint: bool = False) -> LoadedEncoder:
     """Rebuild the encoder that ``pretrained`` describes; load its weights when ``init="pretrained"``.
 
     ``pretrained``: a Lightning checkpoint of :class:`~lightning_transfer.SimCLRModule`,
@@ -240,6 +250,9 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
     :data:`~lightning_transfer.data.sources.PATH_ALIASES`, or ``None``: then ``encoder_config`` gives the architecture and the
     weights are random. ``init="scratch"`` keeps the architecture of ``pretrained`` with fresh random
     weights (the baseline that isolates what pretraining contributed).
+
+    Files are read with ``torch.load(weights_only=True)``; one that needs full unpickling (it could
+    run code) raises unless ``trust_checkpoint=True`` (see :func:`read_torch_file`).
 
     ``info`` holds ``kind`` (simclr / bert / finetune / scratch), ``source`` (lightning_checkpoint /
     encoder_file / hf_directory / encoder_config), ``path``, ``init``, ``config`` (the normalized
@@ -274,7 +287,7 @@ def load_encoder(pretrained: str | Path | None, init: str = "pretrained",
             bert, state = read_hf_checkpoint(path)
         kind, source, config = "bert", "hf_directory", normalize_encoder_config({"modality": "text", **bert.to_dict()})
     else:
-        payload = _read_torch_file(path)
+        payload = read_torch_file(path, trust_checkpoint)
         require(isinstance(payload, dict), f"pretrained={path} holds a {type(payload).__name__}, not a checkpoint; {EXPECTED}")
         if payload.get("format") == ENCODER_FORMAT:
             (kind, config, state), source = _classify_export(payload, path), "encoder_file"

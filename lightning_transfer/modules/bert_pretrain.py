@@ -116,6 +116,8 @@ class BertPretrainModule(OptimizedModule):
             at ``lr``. Raise it (e.g. 20) when continuing an encoder-only checkpoint such as MiniLM,
             whose heads start untrained: at the encoder's small LR a fresh head takes hundreds of steps
             to learn, feeding the encoder uninformative gradients all the while.
+        compile: compile the encoder with ``torch.compile`` when training starts (speed only; see
+            :class:`~lightning_transfer.modules.base.OptimizedModule`).
 
     Logged (torchmetrics, correct under DDP), for ``train`` and ``val``: ``{stage}/mlm_loss``
     (token-level mean over the epoch), ``{stage}/mlm_acc``, ``{stage}/mlm_ppl`` (``exp`` of the epoch's
@@ -155,6 +157,7 @@ class BertPretrainModule(OptimizedModule):
         schedule: str = "linear",
         min_lr_factor: float = 0.0,
         head_lr_factor: float = 1.0,
+        compile: bool = False,
     ):
         super().__init__()
         require(optimizer.lower() in OPTIMIZERS, f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -111,6 +111,9 @@ class FineTuneModule(OptimizedModule):
             means the modality default (:data:`MODALITY_DEFAULTS`), resolved at construction.
         compile: compile the encoder with ``torch.compile`` when training starts (speed only; see
             :class:`~lightning_transfer.modules.base.OptimizedModule`).
+        trust_checkpoint: allow a ``pretrained`` file that needs full unpickling (a checkpoint that is
+            not ours, whose hyperparameters hold Python objects). Unpickling can run code: only for
+            files you trust. Ours never need it.
 
     Raises :class:`UserInputError` on a bad setting or pretrained file at construction, and in
     :meth:`setup` when the data does not fit (modality, classes, channels, vocabulary).
@@ -140,6 +143,7 @@ class FineTuneModule(OptimizedModule):
         schedule: str | None = None,
         min_lr_factor: float = 0.0,
         compile: bool = False,
+        trust_checkpoint: bool = False,
     ):
         super().__init__()
         for name, value, choices in (("strategy", strategy, STRATEGIES), ("pooling", pooling, POOLINGS),
@@ -155,7 +159,7 @@ class FineTuneModule(OptimizedModule):
         require(num_classes is None or num_classes >= 2, f"num_classes must be at least 2, got {num_classes}")
         self.save_hyperparameters()
 
-        self.encoder, self.modality, self.feature_dim, self.source_info = load_encoder(pretrained, init, encoder_config)
+        self.encoder, self.modality, self.feature_dim, self.source_info = load_encoder(pretrained, init, encoder_config, trust_checkpoint)
         self.hparams.encoder_config = self.source_info["config"]  # saved with the checkpoint: the architecture
         for key, value in MODALITY_DEFAULTS[self.modality].items():
             if self.hparams[key] is None:

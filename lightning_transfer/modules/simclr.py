@@ -30,10 +30,11 @@ def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tens
                 k: int = 200, temperature: float = 0.1) -> torch.Tensor:
     """Weighted kNN class scores (Wu et al. 2018): each of the ``k`` most cosine-similar bank
     features votes for its label with weight ``exp(sim / temperature)``. Returns ``Q x num_classes``."""
-    query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
-    sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
-    votes = torch.zeros(query.shape[0], num_classes, device=query.device)
-    return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())
+    with torch.autocast(device_type=query.device.type, enabled=False):  # float32 even under bf16/fp16 autocast
+        query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
+        sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
+        votes = torch.zeros(query.shape[0], num_classes, device=query.device, dtype=sims.dtype)
+        return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())
 
 
 class SimCLRModule(OptimizedModule):
@@ -85,7 +86,13 @@ class SimCLRModule(OptimizedModule):
             raise UserInputError(f"unknown lr_scaling {lr_scaling!r}; choose one of {', '.join(LR_SCALING)}")
         if temperature <= 0:
             raise UserInputError(f"temperature must be > 0, got {temperature}")
-        self.save_hyperparameters()
+        # A custom backbone module is not a hyperparameter: checkpoints hold plain values only (they load
+        # with torch.load(weights_only=True)); its weights are in the state dict, and
+        # load_from_checkpoint(path, backbone=<the same module>) rebuilds it.
+        self._custom_backbone = isinstance(backbone, nn.Module)
+        self.save_hyperparameters(ignore=["backbone"] if self._custom_backbone else None)
+        if self._custom_backbone:
+            self.hparams.backbone = None
         self.backbone, self.feature_dim = build_backbone(backbone, in_channels, small_images, pretrained_weights, feature_dim, width)
         self.projection = ProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, projection_layers)
         self.probe: nn.Linear | None = None
@@ -102,7 +109,7 @@ class SimCLRModule(OptimizedModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         channels = getattr(datamodule, "num_channels", None)
-        if channels is not None and channels != self.hparams.in_channels and not isinstance(self.hparams.backbone, nn.Module):
+        if channels is not None and channels != self.hparams.in_channels and not self._custom_backbone:
             raise UserInputError(
                 f"the data has {channels} channel(s) but model.in_channels={self.hparams.in_channels}; set model.in_channels: {channels}"
             )
@@ -186,13 +193,18 @@ class SimCLRModule(OptimizedModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         if self.probe is None:
             return
-        images, labels = batch["images"], batch["labels"]
-        features = self.backbone(images).float()
-        self.val_probe_acc(self.probe(features), labels)
+        # Monitors measure labeled images only: an unlabeled one (-1, e.g. STL-10's unlabeled split)
+        # is not an error. Logged on every batch, so that every process takes part in the epoch-end sync.
+        labeled = batch["labels"] >= 0
+        images, labels = batch["images"][labeled], batch["labels"][labeled]
+        features = self.backbone(images).float() if len(labels) else None
+        if features is not None:
+            self.val_probe_acc(self.probe(features), labels)
         self.log("val/probe_acc", self.val_probe_acc, prog_bar=True)
         if self._bank is not None and len(self._bank[0]):
-            scores = knn_predict(features, *self._bank, self.probe.out_features, self.hparams.knn_k, self.hparams.knn_temperature)
-            self.val_knn_acc(scores, labels)
+            if features is not None:
+                scores = knn_predict(features, *self._bank, self.probe.out_features, self.hparams.knn_k, self.hparams.knn_temperature)
+                self.val_knn_acc(scores, labels)
             self.log("val/knn_acc", self.val_knn_acc, prog_bar=True)
 
     # ---------------------------------------------------------------- export
