@@ -170,6 +170,77 @@ class ThroughputMonitor(pl.Callback):
             print(f"throughput{(' ' + self.label) if self.label else ''}: {values}", flush=True)
 
 
+class HostSyncCounter(pl.Callback):
+    """Count host-device synchronizations per training step on a CUDA device.
+
+    Turns on ``torch.cuda.set_sync_debug_mode("warn")`` for the training loop (off again at the end),
+    so that torch warns at every synchronizing CUDA call (``.item()``, ``bool(tensor)``, a copy to the
+    host, ...), and counts those warnings between the start and the end of each training step (after
+    ``warmup_steps``; logging and checkpointing between steps are not counted). At the end of ``fit``
+    process 0 prints ``host_syncs: steps=... per_step=... first=<the first synchronizing call site>``;
+    the values stay in :attr:`summary`. Without CUDA nothing is counted (the CPU never synchronizes).
+    """
+
+    MARKER = "called a synchronizing CUDA operation"  # torch's sync debug warning
+
+    def __init__(self, warmup_steps: int = 5, label: str = ""):
+        self.warmup_steps, self.label = warmup_steps, label
+        self.summary: dict[str, Any] = {}
+        self._syncs = self._steps = 0
+        self._first: str | None = None
+        self._in_step = False
+        self._previous = None
+
+    def count(self, message: str, filename: str = "", lineno: int = 0) -> None:
+        """Record one warning (the hook torch's warnings go through); only sync warnings inside a step count."""
+        if self._in_step and self.MARKER in str(message):
+            self._syncs += 1
+            self._first = self._first or f"{filename}:{lineno}"
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import warnings
+
+        import torch
+
+        self._syncs = self._steps = 0
+        if pl_module.device.type != "cuda":
+            return
+        torch.cuda.set_sync_debug_mode("warn")
+        self._previous = warnings.showwarning
+        warnings.simplefilter("always", UserWarning)  # every occurrence, not once per call site
+
+        def showwarning(message, category, filename, lineno, file=None, line=None):
+            self.count(str(message), filename, lineno)
+            if self.MARKER not in str(message):
+                self._previous(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = showwarning
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._in_step = trainer.global_step >= self.warmup_steps
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._in_step:
+            self._steps += 1
+        self._in_step = False
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import warnings
+
+        import torch
+
+        if self._previous is not None:
+            torch.cuda.set_sync_debug_mode("default")
+            warnings.showwarning, self._previous = self._previous, None
+        if not self._steps:
+            return
+        self.summary = {"steps": self._steps, "per_step": self._syncs / self._steps, "first": self._first}
+        if trainer.is_global_zero:
+            print(f"host_syncs{(' ' + self.label) if self.label else ''}: steps={self._steps} "
+                  f"per_step={self.summary['per_step']:.2f} first={self._first}", flush=True)
+
+
 class NonFiniteLossError(UserInputError):
     """The training loss became NaN or infinite (raised by :class:`StopOnNonFiniteLoss`)."""
 

@@ -30,6 +30,7 @@ def resolve_checkpoint(source: str | Path) -> Path:
 def _data_tokenizer(checkpoint: Path, trust_checkpoint: bool = False):
     """The tokenizer a fine-tuning run's DataModule used (Lightning stores the DataModule's
     hyperparameters in its checkpoints), when that path still exists; else ``None``."""
+    from lightning_transfer.data.sources import resolve_path
     from lightning_transfer.data.tokenizer import load_tokenizer
     from lightning_transfer.models.loading import read_torch_file
 
@@ -37,7 +38,8 @@ def _data_tokenizer(checkpoint: Path, trust_checkpoint: bool = False):
         return None
     stored = read_torch_file(checkpoint, trust_checkpoint, what="source")
     path = (stored.get("datamodule_hyper_parameters") or {}).get("tokenizer") if isinstance(stored, dict) else None
-    return load_tokenizer(Path(path).expanduser()) if path and Path(path).expanduser().exists() else None
+    path = resolve_path(path) if path else None  # an alias such as minilm_demo, or a path
+    return load_tokenizer(path) if path is not None and path.exists() else None
 
 
 def export_encoder(source: str | Path, out: str | Path, trust_checkpoint: bool = False) -> Path:

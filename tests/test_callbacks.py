@@ -21,3 +21,34 @@ def test_throughput_monitor_counts_sequences_and_non_padding_tokens_after_warmup
     assert summary["samples_per_s"] * summary["seconds"] == pytest.approx(8)
     assert "throughput bert: steps=2" in capsys.readouterr().out
     assert ThroughputMonitor.batch_counts({"views": (torch.zeros(5, 3), torch.zeros(5, 3)), "labels": torch.zeros(5)}) == (5, 0)
+
+
+def test_host_sync_counter_counts_sync_warnings_inside_training_steps_only(capsys):
+    """The counting of HostSyncCounter (on a GPU torch emits the warnings; here the module emits torch's
+    own message): two per step inside steps 1..3, none for what happens between steps (validation)."""
+    import warnings
+
+    from lightning_transfer.callbacks import HostSyncCounter
+
+    counter = HostSyncCounter(warmup_steps=1, label="bert")
+    message = f"{HostSyncCounter.MARKER} (test)"
+
+    class Syncing(pl.Callback):
+        def on_before_backward(self, trainer, pl_module, loss):  # inside the step
+            for _ in range(2):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    warnings.warn(message, UserWarning)
+                counter.count(str(caught[0].message), caught[0].filename, caught[0].lineno)
+
+        def on_validation_batch_end(self, *args):  # between steps: never counted
+            counter.count(message)
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=1, val_check_interval=2, num_sanity_val_steps=0,
+                         callbacks=[Syncing(), counter])
+    rows = bert_rows(n=16)
+    trainer.fit(bert_module(), DataLoader(ListDataset(rows), batch_size=4), DataLoader(ListDataset(rows[:4]), batch_size=4))
+    assert counter.summary["steps"] == 3 and counter.summary["per_step"] == 2.0
+    assert counter.summary["first"].startswith(__file__)
+    assert "host_syncs bert: steps=3 per_step=2.00" in capsys.readouterr().out

@@ -21,6 +21,7 @@ def initial_states():
     torch.manual_seed(0)
     states = {"simclr_state": ddp.simclr_module().state_dict(), "bert_state": ddp.bert_module().state_dict()}
     states["finetune_state"] = ddp.finetune_module().state_dict()
+    states["finetune_text_state"] = ddp.finetune_text_module().state_dict()
     return states
 
 
@@ -103,6 +104,80 @@ def test_finetune_ddp_same_label_subset_disjoint_shards_and_a_rank_only_key_does
     assert ranks[0]["fit_steps"] == ranks[1]["fit_steps"] == 2  # LogOnRankZeroOnly did not stall process 1
 
 
+def test_text_fine_tuning_ddp_equals_one_process_on_the_concatenated_batches(two_process_results, initial_states):
+    ranks = two_process_results("finetune_text")
+    # different data on each process: disjoint shards, different losses
+    assert not set(ranks[0]["indices"]) & set(ranks[1]["indices"])
+    assert ranks[0]["losses"] != pytest.approx(ranks[1]["losses"], rel=1e-3)
+    steps = [ranks[0]["indices"][4 * k:4 * k + 4] + ranks[1]["indices"][4 * k:4 * k + 4] for k in range(3)]
+    assert sorted(sum(steps, [])) == list(range(24))
+
+    single = ddp.finetune_text_module()
+    single.load_state_dict(initial_states["finetune_text_state"])
+    record = ddp.RecordLosses()
+    tiny_trainer(max_steps=3, callbacks=[record]).fit(single, DataLoader(ddp.ListDataset(ddp.classification_rows()),
+                                                                         batch_sampler=steps))
+    # the DDP loss is the mean over processes of each process's mean loss: equal shards, so the global mean
+    for k in range(3):
+        assert (ranks[0]["losses"][k] + ranks[1]["losses"][k]) / 2 == pytest.approx(record.losses[k], rel=1e-5)
+    initial = initial_states["finetune_text_state"]
+    for name, value in single.state_dict().items():
+        if name.endswith("attention.self.key.bias"):
+            # softmax ignores a shift of every score: this gradient is zero but for rounding noise, which
+            # AdamW normalizes into an update that differs between any two summation orders; it stays tiny
+            for state in (ranks[0]["state"], ranks[1]["state"], single.state_dict()):
+                assert (state[name] - initial[name]).abs().max() < 1e-4, name
+            continue
+        for r in range(2):
+            torch.testing.assert_close(ranks[r]["state"][name], value, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, r=r, name=name: f"process {r}: {name}: {m}")
+    unchanged = [n for n, v in single.state_dict().items() if torch.equal(v, initial[n])]
+    assert all(n.startswith("encoder.pooler.") for n in unchanged), unchanged  # strategy "full": all else trained
+
+
+def test_ddp_resume_gives_each_process_its_own_random_state_back(two_process_results):
+    """Each process draws its own dropout masks (SeedPerRank); a run killed mid-epoch and resumed from
+    the checkpoint process 0 wrote ends with the uninterrupted run's weights on both processes."""
+    ranks = two_process_results("resume_rng")
+    k, n = ddp.RESUME_CRASH_STEP, ddp.RESUME_STEPS
+    assert ranks[0]["checkpoint"] == ranks[1]["checkpoint"]  # one file, written by process 0, read by both
+    checkpoint = torch.load(ranks[0]["checkpoint"], weights_only=True)  # tensors and plain values only
+    (loader_state,) = [s for s in _loader_states(checkpoint) if "rng" in s]
+    per_rank = loader_state["rng_per_rank"]
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]["torch"], per_rank[1]["torch"])
+    assert torch.equal(loader_state["rng"]["torch"], per_rank[0]["torch"])
+    assert not torch.equal(ranks[0]["full_rng"][k], ranks[1]["full_rng"][k])  # really different streams
+    for r, result in enumerate(ranks):
+        assert result["steps"] == (n, n)
+        assert sorted(result["resumed_rng"]) == list(range(k, n))
+        assert torch.equal(per_rank[r]["torch"], result["full_rng"][k])  # what process r had at step k
+        for step in range(k, n):  # the resumed process r draws what the uninterrupted process r drew
+            assert torch.equal(result["resumed_rng"][step], result["full_rng"][step]), \
+                f"process {r} resumed with another random state than it had at step {step}"
+    for r, result in enumerate(ranks):
+        for name, value in result["full"].items():
+            torch.testing.assert_close(result["resumed"][name], value, rtol=1e-6, atol=1e-7,
+                                       msg=lambda m, r=r, name=name: f"process {r}: {name}: {m}")
+
+
+def _loader_states(checkpoint: dict) -> list[dict]:
+    """The train-loader state dicts in a Lightning checkpoint, wherever the loop nests them."""
+    found = []
+
+    def visit(value):
+        if isinstance(value, dict):
+            if "consumed" in value and "epoch" in value:
+                found.append(value)
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                visit(item)
+
+    visit(checkpoint["loops"])
+    return found
+
+
 def test_simclr_probe_with_an_unlabeled_batch_on_one_process_does_not_hang(two_process_results):
     ranks = two_process_results("simclr_probe")
     assert ranks[0]["metrics"]["train/probe_acc"] == ranks[1]["metrics"]["train/probe_acc"]
@@ -117,7 +192,9 @@ def test_augmentation_and_masking_draw_differently_on_each_process(two_process_r
 
 def test_sync_batchnorm_is_converted_by_lightning_but_needs_a_gpu_to_run(two_process_results):
     """Lightning swaps BatchNorm for SyncBatchNorm with ``sync_batchnorm=True``; torch's SyncBatchNorm
-    runs on GPU (CUDA/XPU/HPU) only, so on CPU/gloo we check the conversion and the clear error."""
+    runs on GPU (CUDA/XPU/HPU) only (torch 2.x raises ValueError for a CPU input in a process group),
+    so on CPU/gloo we check the conversion and the clear error. A torch that does run it on CPU must
+    really synchronize: each process's output is its slice of BatchNorm over both processes' batches."""
     import lightning.pytorch as pl
 
     from lightning_transfer import SimCLRModule
@@ -127,5 +204,11 @@ def test_sync_batchnorm_is_converted_by_lightning_but_needs_a_gpu_to_run(two_pro
     converted = trainer.strategy._layer_sync.apply(module)
     kinds = {type(m).__name__ for m in converted.modules() if "BatchNorm" in type(m).__name__}
     assert kinds == {"SyncBatchNorm"}
-    error = two_process_results("seeding")[0]["sync_bn_error"]
-    assert error is None or "GPU" in error  # None: a torch that runs SyncBatchNorm on CPU
+    ranks = two_process_results("seeding")
+    errors = [r["sync_bn_error"] for r in ranks]
+    if errors == [None, None]:  # a torch that runs SyncBatchNorm on CPU
+        both = torch.cat([r["sync_bn_input"] for r in ranks])
+        expected = torch.nn.BatchNorm1d(4).train()(both).detach()
+        torch.testing.assert_close(torch.cat([r["sync_bn_output"] for r in ranks]), expected, rtol=1e-5, atol=1e-6)
+    else:
+        assert all(e is not None and e.startswith("ValueError") and "GPU" in e for e in errors), errors

@@ -66,6 +66,21 @@ def test_nt_xent_is_fp32_under_bf16_autocast():
     assert loss.item() == pytest.approx(nt_xent_loss(z1.bfloat16().float(), z2.bfloat16().float(), 0.1).item(), rel=1e-5)
 
 
+def test_nt_xent_keeps_float64_and_equals_the_naive_loop_to_float64_precision():
+    """float64 inputs give a float64 loss equal to the float64 naive loop to ~1e-12 (a float32 pass
+    would be off by ~1e-7); half-precision inputs are computed in, and returned as, float32."""
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(9, 6, generator=g, dtype=torch.float64) * 2, torch.randn(9, 6, generator=g, dtype=torch.float64)
+    loss = nt_xent_loss(z1, z2, temperature=0.2)
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(naive_nt_xent(z1, z2, 0.2), rel=1e-12, abs=1e-12)
+    for half in (torch.bfloat16, torch.float16):
+        h1, h2 = z1.to(half), z2.to(half)
+        low = nt_xent_loss(h1, h2, temperature=0.2)
+        assert low.dtype == torch.float32
+        assert low.item() == pytest.approx(naive_nt_xent(h1, h2, 0.2), rel=1e-5)  # the rounded inputs, in float32
+
+
 def test_nt_xent_rejects_bad_input():
     with pytest.raises(ValueError, match="same shape"):
         nt_xent_loss(torch.randn(4, 3), torch.randn(5, 3))

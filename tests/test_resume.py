@@ -134,6 +134,33 @@ def test_resumable_loader_continues_the_interrupted_epoch_in_the_same_order():
     assert torch.cat(list(second)).tolist() == reference[2]
 
 
+def test_resumable_loader_restores_this_process_s_random_state_when_its_first_new_batch_is_drawn(monkeypatch):
+    """``rng_per_rank`` (a DDP checkpoint): each process gets its own state back, one the checkpoint
+    has no state for falls back to ``rng``; restored at the first new batch, after anything drawn since."""
+    from lightning_transfer.data import resumable
+
+    data = list(range(8))
+    first = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=0)
+    iterator = iter(first)
+    next(iterator)
+    position = first.state_dict()  # after the first batch
+    second_batch = next(iterator)
+    saved = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        saved.append(resumable._rng_state())
+    state = {**position, "rng": saved[0], "rng_per_rank": saved}
+    for rank, seed in ((0, 1), (1, 2), (2, 1)):  # rank 2: not in the checkpoint, gets process 0's state
+        torch.manual_seed(seed)
+        expected = torch.rand(3)
+        monkeypatch.setattr(resumable.distributed, "rank", lambda rank=rank: rank)
+        resumed = ResumableDataLoader(data, batch_size=2, shuffle=True, seed=0)
+        resumed.load_state_dict(state)
+        torch.manual_seed(99)  # a hook drawing between the load and the first batch changes nothing
+        assert torch.equal(next(iter(resumed)), second_batch)
+        assert torch.equal(torch.rand(3), expected), rank
+
+
 # ---------------------------------------------------------------------------------------------- atomic saves
 def test_a_checkpoint_save_that_dies_half_way_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """Lightning 2.6 already saves atomically (``_atomic_save``: serialize to memory, then write through

@@ -12,8 +12,19 @@ from the first batch, with a new shuffle. :class:`ResumableDataLoader` is statef
   ``load_state_dict`` the next pass draws and discards the batches already consumed, so the order,
   the worker streams and the collate function's generator are where the interrupted run left them;
 - it also records the process's global random state (torch, CUDA, NumPy, Python) and restores it
-  on load, just before training continues: dropout then draws what the uninterrupted run drew.
-  (Lightning itself does not checkpoint random states.)
+  when the resumed pass is about to fetch its first new batch (after the discarded ones), which is
+  where the interrupted run was when it wrote the checkpoint: dropout then draws what the
+  uninterrupted run drew, whatever hooks drew from the global RNG since the load. (Lightning itself
+  does not checkpoint random states. It loads the loader's state before the ``on_train_start`` hooks
+  when it builds the loader after restoring the checkpoint, e.g. ``max_epochs=-1``; otherwise
+  :func:`restore_loader_states` loads it in ``on_train_start``.)
+- under DDP each process has its own random stream, but Lightning writes the checkpoint from process
+  0 only: ``state_dict()`` gathers the states of all processes (``"rng_per_rank"``, in rank order,
+  next to ``"rng"``, this process's own) and ``load_state_dict()`` gives each process its own back.
+  A process with no saved state of its own (a checkpoint of one process, or a resume on more
+  processes than were saved) falls back to ``"rng"``, process 0's. The gather is a collective: all
+  processes must call ``state_dict()`` together, as Lightning does when it dumps a checkpoint
+  (``Trainer.save_checkpoint`` runs on every process; only process 0 writes).
 
 Lightning does not prefetch from a loader with a length, so "handed out" is "consumed" when a
 checkpoint is written. Exact for ``num_workers=0`` and for workers without ``persistent_workers``
@@ -26,6 +37,8 @@ from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader
+
+from lightning_transfer import distributed
 
 
 def mix_seed(*parts: object) -> int:
@@ -44,14 +57,22 @@ class ResumableDataLoader(DataLoader):
         self._epoch = -1  # the epoch of the current (or last) pass
         self._consumed = 0  # batches handed out in that pass
         self._resume: tuple[int, int] | None = None
+        self._resume_rng: dict[str, Any] | None = None  # global random state to restore in the resumed pass
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, "rng": _rng_state()}
+        """Position and random states. Under DDP a collective (all processes must call it together)."""
+        rng = _rng_state()
+        state = {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, "rng": rng}
+        if distributed.is_distributed():
+            per_rank: list[Any] = [None] * distributed.world_size()
+            torch.distributed.all_gather_object(per_rank, rng)
+            state["rng_per_rank"] = per_rank
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = (int(state["epoch"]), int(state["consumed"]))
-        if state.get("rng"):
-            _set_rng_state(state["rng"])
+        per_rank, rank = state.get("rng_per_rank") or [], distributed.rank()
+        self._resume_rng = (per_rank[rank] if rank < len(per_rank) and per_rank[rank] else state.get("rng")) or None
 
     def __iter__(self) -> Iterator[Any]:
         return self._pass()
@@ -59,6 +80,7 @@ class ResumableDataLoader(DataLoader):
     def _pass(self) -> Iterator[Any]:
         # A generator: nothing happens until the first batch is asked for, so a state loaded after
         # Lightning called iter() (see restore_loader_states) still applies.
+        rng, self._resume_rng = self._resume_rng, None
         if self._resume is not None:
             epoch, skip = self._resume
             self._resume = None
@@ -75,6 +97,8 @@ class ResumableDataLoader(DataLoader):
         for _ in range(skip):  # drawn, not skipped by index: every RNG stream advances as it did
             next(iterator)
             self._consumed += 1
+        if rng is not None:  # whatever the discarded batches drew: the next one starts where the run stopped
+            _set_rng_state(rng)
         for batch in iterator:
             self._consumed += 1
             yield batch

@@ -113,3 +113,40 @@ def test_bad_settings_are_rejected_early():
         ImageDataModule(source="imagenet21k")
     with pytest.raises(UserInputError, match="batch_size 4096 is larger"):
         ImageDataModule(source="mnist_demo", batch_size=4096).setup("fit")
+
+
+class FakeSTL10:
+    """Stands in for the torchvision.datasets.STL10 download (same constructor): 12 labeled images
+    per class (10 classes) in 'train', 50 more with label -1 in 'train+unlabeled', 5 per class in 'test'.
+    Pixel (0, 0, 0) of every pool image holds its row number, so rows can be traced through the splits."""
+
+    def __init__(self, root, split="train", download=False):
+        labels = {"train": np.repeat(np.arange(10), 12), "test": np.repeat(np.arange(10), 5)}.get(split)
+        if split == "train+unlabeled":
+            labels = np.concatenate([np.repeat(np.arange(10), 12), np.full(50, -1)])
+        self.labels = labels.astype(np.int64)
+        self.data = np.zeros((len(labels), 3, 8, 8), dtype=np.uint8)
+        self.data[:, 0, 0, 0] = np.arange(len(labels))
+
+
+def test_stl10_train_plus_unlabeled_draws_val_from_labeled_images_and_trains_on_every_unlabeled_one(monkeypatch):
+    """mode="simclr" reads STL-10's train+unlabeled pool (labels -1 for the unlabeled part): the
+    validation set holds labeled images only, stratified and of the requested size; every unlabeled
+    image and every other labeled one is in the training set; the test set is STL-10's test split."""
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets, "STL10", FakeSTL10)
+    dm = ImageDataModule(source="stl10", mode="simclr", image_size=8, val_size=30, batch_size=16, knn_bank_size=1000)
+    dm.setup("fit")
+    pool_labels = torch.as_tensor(FakeSTL10(None, "train+unlabeled").labels)
+    val, train = list(dm.val_set.indices), list(dm.train_set.indices)
+    assert len(val) == 30 and len(train) == 170 - 30 and not set(val) & set(train)
+    assert (pool_labels[val] >= 0).all()
+    assert pool_labels[val].bincount().tolist() == [3] * 10  # stratified over the 10 classes
+    unlabeled = set(torch.nonzero(pool_labels < 0).flatten().tolist())
+    assert unlabeled <= set(train) and len(unlabeled) == 50
+    assert sorted(val + train) == list(range(170))
+    assert [int(dm.val_set[i][0][0, 0, 0]) for i in range(30)] == val  # the rows of the pool, as read
+    assert len(dm.test_set) == 50 and dm.num_classes == 10
+    bank = torch.cat([b["labels"] for b in (dm.on_after_batch_transfer(b, 0) for b in dm.bank_dataloader())])
+    assert len(bank) == 120 - 30 and (bank >= 0).all()  # the kNN bank: the labeled training images

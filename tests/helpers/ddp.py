@@ -24,7 +24,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-SCENARIOS = ("seeding", "simclr", "bert", "finetune", "simclr_probe")
+SCENARIOS = ("seeding", "simclr", "bert", "finetune", "finetune_text", "resume_rng", "simclr_probe")
 
 
 # ----------------------------------------------------------------------------- picklable pieces
@@ -85,6 +85,41 @@ class LogOnRankZeroOnly(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_rank == 0:
             pl_module.log("debug/rank0_only", 1.0, rank_zero_only=True)
+
+
+class Crash(Exception):
+    """Stands for a killed job."""
+
+
+class CrashAtStep(pl.Callback):
+    """Raise when step ``step`` is about to start, i.e. after the step-``step`` checkpoint is written
+    (ModelCheckpoint runs last in ``on_train_batch_end``). Every process raises at the same point."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise Crash(f"killed before step {self.step}")
+
+
+class SeedPerRank(pl.Callback):
+    """Gives each process its own global random stream when training starts. On resume this runs
+    after Lightning (or ``restore_loader_states`` in the module's ``on_train_start``) loaded the
+    loader state, but before the loader restores the random state, at its first new batch."""
+
+    def on_train_start(self, trainer, pl_module):
+        torch.manual_seed(100 + trainer.global_rank)
+
+
+class RecordRngState(pl.Callback):
+    """The global torch random state when each step starts (draws nothing itself)."""
+
+    def __init__(self):
+        self.states: dict[int, torch.Tensor] = {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.states[trainer.global_step] = torch.get_rng_state()
 
 
 def tiny_trainer(**overrides) -> pl.Trainer:
@@ -150,6 +185,54 @@ def finetune_module():
     return FineTuneModule(encoder_config=FINETUNE_ENCODER, init="scratch", lr=1e-2, warmup_steps=0, schedule="constant")
 
 
+FINETUNE_TEXT_ENCODER = dict(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                             intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
+                             attention_probs_dropout_prob=0.0)
+
+
+def finetune_text_module():
+    """Text fine-tuning without BatchNorm and without dropout: nothing per-process but the data."""
+    from lightning_transfer import FineTuneModule
+
+    return FineTuneModule(encoder_config=FINETUNE_TEXT_ENCODER, init="scratch", num_classes=3, strategy="full",
+                          head_dropout=0.0, lr=1e-2, warmup_steps=0, schedule="constant")
+
+
+def classification_rows(n: int = 24, length: int = 12) -> list[dict]:
+    """Padded sentence-pair classification examples, 3 classes."""
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for i in range(n):
+        real = 5 + i % (length - 5)
+        ids = torch.zeros(length, dtype=torch.long)
+        ids[:real] = torch.randint(5, 40, (real,), generator=g)
+        ids[0], ids[real - 1] = 2, 3  # CLS ... SEP
+        types = torch.zeros(length, dtype=torch.long)
+        types[real // 2:real] = 1
+        rows.append({"input_ids": ids, "attention_mask": (torch.arange(length) < real).long(), "token_type_ids": types,
+                     "labels": torch.tensor(i % 3), "index": i})
+    return rows
+
+
+RESUME_STEPS, RESUME_CRASH_STEP = 7, 4  # 3 steps per epoch: the crash is mid-epoch 1, the run ends in epoch 2
+
+
+def resume_module():
+    """Image fine-tuning with dropout 0.5 before the head: training draws from the global RNG."""
+    from lightning_transfer import FineTuneModule
+
+    return FineTuneModule(encoder_config=FINETUNE_ENCODER, init="scratch", num_classes=10, head_dropout=0.5, lr=1e-2,
+                          warmup_steps=0, schedule="constant")
+
+
+def resume_data():
+    # 30 training digits, 15 per process, batches of 4 (drop_last): 3 steps per epoch
+    from lightning_transfer import ImageDataModule
+
+    return ImageDataModule(source="mnist_demo", mode="supervised", labels_per_class=3, batch_size=4, val_size=20,
+                           test_size=20, num_workers=0, knn_bank_size=0)
+
+
 def finetune_data():
     from lightning_transfer import ImageDataModule
 
@@ -181,12 +264,14 @@ def _seeding(rank: int, inputs: dict) -> dict:
     views = dm.on_after_batch_transfer(batch, 0)["views"][0]
     collator = PretrainingCollator(pad_id=0, mask_id=4, vocab_size=40, mlm_probability=0.5, seed=0)
     masked = collator([{"input_ids": list(range(5, 25)), "special_tokens_mask": [0] * 20, "token_type_ids": [0] * 20}])
-    sync_bn_error = None
+    sync_bn_error, sync_bn_output = None, None
+    sync_bn_input = torch.randn(8, 4, generator=torch.Generator().manual_seed(10 + rank))  # differs per process
     try:
-        nn.SyncBatchNorm(4).train()(torch.randn(8, 4))
-    except ValueError as err:  # torch: "SyncBatchNorm expected input tensor to be on GPU ..."
-        sync_bn_error = str(err)
-    return {"views": _gather_object(views), "masks": _gather_object(masked["labels"]), "sync_bn_error": sync_bn_error}
+        sync_bn_output = nn.SyncBatchNorm(4).train()(sync_bn_input).detach()
+    except Exception as err:  # noqa: BLE001 - torch: ValueError("SyncBatchNorm expected input tensor to be on GPU ...")
+        sync_bn_error = f"{type(err).__name__}: {err}"
+    return {"views": _gather_object(views), "masks": _gather_object(masked["labels"]), "sync_bn_error": sync_bn_error,
+            "sync_bn_input": sync_bn_input, "sync_bn_output": sync_bn_output}
 
 
 def _simclr(rank: int, inputs: dict) -> dict:
@@ -227,6 +312,48 @@ def _finetune(rank: int, inputs: dict) -> dict:
             "train_shard": list(iter(sampler)), "sampler": type(sampler).__name__, "fit_steps": fit.global_step}
 
 
+def _finetune_text(rank: int, inputs: dict) -> dict:
+    module = finetune_text_module()
+    module.load_state_dict(inputs["finetune_text_state"])
+    record = RecordLosses()
+    trainer = tiny_trainer(devices=2, strategy="ddp", max_steps=3, callbacks=[record])
+    trainer.fit(module, DataLoader(ListDataset(classification_rows()), batch_size=4))
+    return {"losses": record.losses, "indices": record.indices,
+            "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+
+
+def _resume_rng(rank: int, inputs: dict, directory: Path) -> dict:
+    """Uninterrupted fit vs. fit killed before step k (checkpoint of step k written by process 0 into
+    a shared folder) then resumed from it by both processes; each process has its own random stream."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def fit(callbacks, ckpt_path=None, seed=0, **settings):
+        torch.manual_seed(seed)  # the same initial weights in the uninterrupted and the interrupted run
+        module, record = resume_module(), RecordRngState()
+        # max_epochs=None (iteration-based, as configs/bert/wikitext103_base.yaml): Lightning builds the
+        # loader after restoring the checkpoint and loads its state before any on_train_start hook
+        trainer = tiny_trainer(devices=2, strategy="ddp", max_steps=RESUME_STEPS, max_epochs=None,
+                               callbacks=[SeedPerRank(), record, *callbacks], **settings)
+        trainer.fit(module, resume_data(), ckpt_path=ckpt_path)
+        return module, trainer, record.states
+
+    full, full_trainer, full_rng = fit([])
+    saver = ModelCheckpoint(dirpath=directory, every_n_train_steps=RESUME_CRASH_STEP, save_top_k=-1)
+    try:
+        fit([saver, CrashAtStep(RESUME_CRASH_STEP)], enable_checkpointing=True)
+        raise AssertionError("the interrupted run did not crash")
+    except Crash:
+        pass
+    (checkpoint,) = directory.glob("*.ckpt")
+    # the resumed processes start from other random states (and SeedPerRank reseeds them as in the
+    # first run): only the checkpoint can give each process the stream it had at step k
+    resumed, resumed_trainer, resumed_rng = fit([], ckpt_path=str(checkpoint), seed=1234 + rank)
+    return {"full": {k: v.detach().clone() for k, v in full.state_dict().items()},
+            "resumed": {k: v.detach().clone() for k, v in resumed.state_dict().items()},
+            "steps": (full_trainer.global_step, resumed_trainer.global_step), "checkpoint": str(checkpoint),
+            "full_rng": full_rng, "resumed_rng": resumed_rng}
+
+
 def _simclr_probe(rank: int, inputs: dict) -> dict:
     """SimCLR with its online probe where process 0's batch has no label: it must still log the probe
     metric (else process 1 waits for it forever in the epoch-end sync)."""
@@ -242,7 +369,10 @@ def worker(rank: int, world: int, port: int, out_dir: str, inputs: dict, scenari
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=45))
     out = Path(out_dir)
-    functions = {"seeding": _seeding, "simclr": _simclr, "bert": _bert, "finetune": _finetune, "simclr_probe": _simclr_probe}
+    functions = {"seeding": _seeding, "simclr": _simclr, "bert": _bert, "finetune": _finetune,
+                 "finetune_text": _finetune_text,
+                 "resume_rng": lambda r, i: _resume_rng(r, i, out / "resume_rng_checkpoints"),
+                 "simclr_probe": _simclr_probe}
     for name in scenarios:
         torch.manual_seed(0)
         try:

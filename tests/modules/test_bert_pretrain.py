@@ -117,20 +117,32 @@ def test_nsp_without_next_sentence_label_in_the_batch_is_a_clear_error():
         tiny_module().training_step(batch, 0)
 
 
-def test_epoch_mlm_loss_is_token_weighted_and_perplexity_is_exp_of_that_mean():
+def test_epoch_mlm_loss_and_accuracy_are_token_weighted_and_perplexity_is_exp_of_the_mean_loss():
+    """Over two batches with very different numbers of masked tokens (and accuracies of about 1/3
+    and 3/4, arranged by relabeling some masked tokens with the model's own prediction), the epoch's
+    mlm_loss and mlm_acc are means over all masked tokens, and mlm_ppl is exp(mlm_loss)."""
     module = tiny_module(nsp=False).eval()
-    total, tokens = 0.0, 0
+    total, tokens, correct, batch_accuracies = 0.0, 0, 0, []
     with torch.no_grad():
-        for seed, fraction in ((0, 0.1), (1, 0.6)):  # very different numbers of masked tokens
-            out = module.pretraining_losses(make_batch(seed=seed, masked_fraction=fraction))
+        for seed, fraction, right in ((0, 0.1, 1 / 3), (1, 0.6, 3 / 4)):  # very different numbers of masked tokens
+            batch = make_batch(seed=seed, masked_fraction=fraction)
+            predicted = module.pretraining_losses(batch).mlm_logits.argmax(-1)  # one row per masked token
+            masked = torch.nonzero(batch["labels"] != -100, as_tuple=True)
+            relabel = torch.arange(len(predicted)) < round(right * len(predicted))
+            batch["labels"][masked] = torch.where(relabel, predicted, (predicted + 1) % 100)  # right exactly there
+            out = module.pretraining_losses(batch)
             module._update_metrics("train", out)
             total += F.cross_entropy(out.mlm_logits, out.mlm_labels, reduction="sum").item()
             tokens += out.mlm_labels.numel()
-            correct = (out.mlm_logits.argmax(-1) == out.mlm_labels).sum().item()
+            hits = sum(int(out.mlm_logits[i].argmax() == out.mlm_labels[i]) for i in range(len(out.mlm_labels)))
+            correct += hits
+            batch_accuracies.append(hits / out.mlm_labels.numel())
     metrics = module.train_metrics
     assert metrics["mlm_loss"].compute().item() == pytest.approx(total / tokens, rel=1e-5)
     assert metrics["mlm_ppl"].compute().item() == pytest.approx(math.exp(total / tokens), rel=1e-5)
-    assert 0.0 <= metrics["mlm_acc"].compute().item() <= 1.0 and correct >= 0
+    assert 0.2 < batch_accuracies[0] < 0.5 < batch_accuracies[1] < 0.9  # the arrangement worked
+    assert abs(correct / tokens - sum(batch_accuracies) / 2) > 0.03  # token- and batch-weighted means differ here
+    assert metrics["mlm_acc"].compute().item() == pytest.approx(correct / tokens, abs=1e-6)
 
 
 def test_bf16_autocast_loss_is_close_to_fp32_and_finite_with_a_fully_padded_row():
@@ -199,6 +211,63 @@ def test_without_nsp_the_pooler_and_nsp_head_are_frozen_and_out_of_the_optimizer
     in_groups = {id(p) for group in module.param_groups() for p in group["params"]}
     for part in (module.encoder.pooler, module.model.cls["seq_relationship"]):
         assert all(not p.requires_grad and id(p) not in in_groups for p in part.parameters())
+
+
+# -------------------------------------------------------------------------------- torch.compile
+
+
+def fit_losses(compile: bool, steps: int = 3) -> tuple[BertPretrainModule, list[float]]:
+    """A tiny dropout-free BertPretrainModule trained ``steps`` steps by a Trainer on fixed batches;
+    returns it and the training loss of every step."""
+    torch.manual_seed(0)
+    module = BertPretrainModule(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                intermediate_size=32, max_position_embeddings=16, hidden_dropout_prob=0.0,
+                                attention_probs_dropout_prob=0.0, lr=1e-2, warmup_steps=0, schedule="constant",
+                                compile=compile)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item())
+
+    batches = [make_batch(batch_size=4, length=16, vocab=64, seed=seed) for seed in range(steps)]
+    quiet_trainer(max_steps=steps, callbacks=[Record()]).fit(module, torch.utils.data.DataLoader(batches, batch_size=None))
+    return module, losses
+
+
+@pytest.fixture
+def dynamo_counters():
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    yield counters
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_true_compiles_the_encoder_in_a_real_fit_and_gives_the_eager_losses(backend, dynamo_counters, monkeypatch):
+    """compile=True is accepted, compiles the encoder when training starts (TorchDynamo captures its
+    forward: frames compiled, one graph) and trains to the same losses and weights as the eager module.
+    The default run uses TorchDynamo's "eager" backend (capture without code generation: seconds);
+    ``-m slow`` runs the default inductor backend, which builds C++ kernels (about a minute cold)."""
+    from lightning_transfer.modules.base import compile_unavailable_reason
+
+    if backend == "inductor" and compile_unavailable_reason(torch.device("cpu")):
+        pytest.skip(compile_unavailable_reason(torch.device("cpu")))
+    if backend != "inductor":
+        compile_in_place = torch.nn.Module.compile
+        monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_in_place(self, backend=backend, **kw))
+    eager, eager_losses = fit_losses(compile=False)
+    assert dynamo_counters["frames"]["ok"] == 0
+    compiled, compiled_losses = fit_losses(compile=True)
+    assert compiled.encoder._compiled_call_impl is not None and eager.encoder._compiled_call_impl is None
+    assert dynamo_counters["frames"]["ok"] >= 1 and dynamo_counters["stats"]["unique_graphs"] >= 1
+    assert len(compiled_losses) == 3 and eager_losses[-1] < eager_losses[0]
+    torch.testing.assert_close(torch.tensor(compiled_losses), torch.tensor(eager_losses), rtol=1e-5, atol=1e-6)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefixes in checkpoints
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-4, atol=1e-6)
 
 
 # -------------------------------------------------------------------------------- starting points and checks

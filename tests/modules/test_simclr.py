@@ -5,8 +5,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from lightning_transfer import ImageDataModule, SimCLRModule
+from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.modules.simclr import knn_predict
 from lightning_transfer.optim import LARS, warmup_factor
@@ -74,6 +76,93 @@ def test_knn_predict_matches_a_naive_weighted_vote():
         torch.testing.assert_close(scores[q], expected, rtol=1e-4, atol=1e-5)
 
 
+def naive_knn_scores(query: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int,
+                     temperature: float) -> torch.Tensor:
+    """Wu et al. 2018's weighted vote, one float32 query at a time, outside any autocast."""
+    scores = torch.zeros(len(query), num_classes)
+    for q in range(len(query)):
+        sims = F.cosine_similarity(query[q : q + 1].float(), bank.float())
+        for j in sims.topk(min(k, len(bank))).indices:
+            scores[q, labels[j]] += math.exp(sims[j].item() / temperature)
+    return scores
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_knn_predict_under_half_precision_autocast_is_float32_and_equals_the_float32_naive_vote(dtype):
+    """The kNN monitor runs inside the validation step, under autocast with precision="bf16-mixed"
+    (or 16-mixed): it must stay float32 (not crash on a half-precision similarity scattered into
+    float32 votes, and not round the similarities to 3 digits)."""
+    g = torch.Generator().manual_seed(0)
+    bank, query = torch.randn(60, 16, generator=g), torch.randn(6, 16, generator=g)
+    labels = torch.randint(0, 4, (60,), generator=g)
+    with torch.autocast("cpu", dtype=dtype):
+        scores = knn_predict(query, bank, labels, 4, k=7, temperature=0.1)
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores, naive_knn_scores(query, bank, labels, 4, 7, 0.1), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_mixed_fit_with_probe_and_knn_bank_logs_finite_monitors():
+    """A validation pass under precision="bf16-mixed" with the probe and the kNN bank on (an
+    ImageDataModule with labels) logs finite val/knn_acc and val/probe_acc."""
+    torch.manual_seed(0)
+    module = tiny_module(width=4, num_classes=10, knn_k=20)
+    data = tiny_data(batch_size=32, val_size=64, test_size=10, knn_bank_size=128)
+    fit = trainer(max_steps=2, limit_train_batches=2, limit_val_batches=2, num_sanity_val_steps=0, precision="bf16-mixed")
+    fit.fit(module, data)
+    metrics = fit.callback_metrics
+    assert torch.isfinite(metrics["val/knn_acc"]) and torch.isfinite(metrics["val/probe_acc"])
+    assert 0.0 <= metrics["val/knn_acc"].item() <= 1.0 and 0.0 <= metrics["val/probe_acc"].item() <= 1.0
+
+
+class MonitorData(pl.LightningDataModule):
+    """Fixed validation batches and a labeled kNN bank, as ImageDataModule's val_dataloader and
+    bank_dataloader give them (normalized images)."""
+
+    def __init__(self, val_batches: list[dict], bank: dict):
+        super().__init__()
+        self.val_batches, self.bank = val_batches, bank
+
+    def val_dataloader(self):
+        return DataLoader(self.val_batches, batch_size=None)
+
+    def bank_dataloader(self):
+        return DataLoader([{"images": self.bank["images"][i : i + 40], "labels": self.bank["labels"][i : i + 40]}
+                           for i in range(0, len(self.bank["labels"]), 40)], batch_size=None)
+
+
+def test_validation_monitors_skip_unlabeled_images():
+    """Validation batches that mix unlabeled (-1) images with labeled ones (one batch wholly
+    unlabeled) give the same val/knn_acc and val/probe_acc as the labeled images alone, and both
+    equal accuracies computed here with a naive kNN vote and the probe's argmax."""
+    images, labels = load_mnist_demo()
+    rows = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:220]  # the file is sorted by class
+    images, labels = (images[rows].float() / 255 - 0.1307) / 0.3081, labels[rows]
+    bank = {"images": images[:120], "labels": labels[:120]}
+    val_images, val_labels = images[120:], labels[120:].clone()
+    val_labels[::2] = -1  # half of the validation images are unlabeled
+    val_labels[80:] = -1  # and the last batch has none
+    mixed = [{"images": val_images[i : i + 20], "labels": val_labels[i : i + 20]} for i in range(0, 100, 20)]
+    keep = val_labels >= 0
+    labeled_only = [{"images": val_images[keep][i : i + 10], "labels": val_labels[keep][i : i + 10]}
+                    for i in range(0, int(keep.sum()), 10)]
+
+    torch.manual_seed(0)
+    module = tiny_module(width=4, num_classes=10, knn_k=7, knn_temperature=0.1)
+    results = [trainer().validate(module, datamodule=MonitorData(batches, bank), verbose=False)[0]
+               for batches in (mixed, labeled_only)]
+
+    module.eval()
+    with torch.no_grad():
+        query, bank_features = module.backbone(val_images[keep]), module.backbone(bank["images"])
+        probe_acc = (module.probe(query).argmax(1) == val_labels[keep]).float().mean().item()
+        scores = naive_knn_scores(query, bank_features, bank["labels"], 10, 7, 0.1)
+        knn_acc = (scores.argmax(1) == val_labels[keep]).float().mean().item()
+    assert int(keep.sum()) == 40 and 0.2 < knn_acc < 1.0  # the reference is informative, not 0 or 1
+    for logged in results:
+        assert logged["val/knn_acc"] == pytest.approx(knn_acc, abs=1e-6)
+        assert logged["val/probe_acc"] == pytest.approx(probe_acc, abs=1e-6)
+
+
 def test_lars_excludes_bias_and_norm_and_lr_scales_with_global_batch():
     module, data = tiny_module(optimizer="lars", lr=0.3, lr_scaling="linear", warmup_steps=3), tiny_data(batch_size=64)
     lrs = []
@@ -117,28 +206,96 @@ def test_channel_mismatch_is_a_clear_error():
         trainer(max_steps=1).fit(tiny_module(in_channels=3), tiny_data())
 
 
+def fixed_views(n: int = 32, seed: int = 0) -> dict:
+    """Two fixed noisy views of ``n`` digits: the same batch every step, no augmentation randomness."""
+    from lightning_transfer.data.sources import load_mnist_demo
+
+    images, labels = load_mnist_demo()
+    g = torch.Generator().manual_seed(seed)
+    x = images[:n].float().div(255).sub(0.5).div(0.5)
+    return {"views": (x + 0.3 * torch.randn(x.shape, generator=g), x + 0.3 * torch.randn(x.shape, generator=g)),
+            "labels": labels[:n]}
+
+
+def as_samples(batches: list[dict]) -> list[dict]:
+    """The batches as single samples, in order: a DataLoader with their batch size gives them back."""
+    return [{"views": (b["views"][0][i], b["views"][1][i]), "labels": b["labels"][i]} for b in batches
+            for i in range(len(b["labels"]))]
+
+
+def nt_xent_of(module: SimCLRModule, batch: dict) -> float:
+    from lightning_transfer.losses import nt_xent_loss
+
+    module.eval()  # BatchNorm with running statistics: the loss of the weights, not of this batch's statistics
+    with torch.no_grad():
+        z1, z2 = module.projection(module.backbone(torch.cat(batch["views"]))).chunk(2)
+        return nt_xent_loss(z1, z2, module.hparams.temperature, gather=False).item()
+
+
 def test_bf16_mixed_training_step_keeps_fp32_loss_and_learns():
+    """Eight bf16-mixed steps on one fixed batch: the logged loss is float32 and finite, and the
+    float32 NT-Xent of the trained weights on that batch falls by more than 10%."""
     torch.manual_seed(0)
-    module, data = tiny_module(), tiny_data()
-    fit = trainer(max_steps=8, limit_val_batches=0, precision="bf16-mixed")
-    fit.fit(module, data)
-    assert torch.isfinite(fit.callback_metrics["train/loss"])
+    module, batch = tiny_module(warmup_steps=0, schedule="constant", num_classes=0), fixed_views()
+    before = nt_xent_of(module, batch)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].detach())
+
+    fit = trainer(max_steps=8, limit_val_batches=0, precision="bf16-mixed", callbacks=[Record()])
+    fit.fit(module, torch.utils.data.DataLoader(as_samples([batch] * 8), batch_size=32))
+    assert len(losses) == 8 and all(loss.dtype == torch.float32 and torch.isfinite(loss) for loss in losses)
+    after = nt_xent_of(module, batch)
+    assert after < 0.9 * before, (before, after)
 
 
-def test_compile_option_compiles_backbone_and_head_in_place_keeping_state_dict_keys(monkeypatch):
-    module = tiny_module(compile=True)
-    keys = list(module.state_dict())
-    compiled = []
-    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(self))
-    monkeypatch.setattr("lightning_transfer.modules.base.compile_unavailable_reason", lambda device: None)
-    monkeypatch.setattr("lightning_transfer.modules.base.restore_loader_states", lambda trainer: None)
-    monkeypatch.setattr(SimCLRModule, "trainer", None)  # the hook runs without a Trainer here
-    module.on_train_start()
-    assert compiled == [module.backbone, module.projection]
-    assert list(module.state_dict()) == keys
-    compiled.clear()
-    tiny_module().on_train_start()  # compile=False (default): nothing compiled
-    assert compiled == []
+def simclr_fit_losses(compile: bool, steps: int = 3) -> tuple[SimCLRModule, list[float]]:
+    torch.manual_seed(0)
+    module = tiny_module(warmup_steps=0, schedule="constant", num_classes=0, compile=compile)
+    losses = []
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(outputs["loss"].item())
+
+    batches = [fixed_views(16, seed) for seed in range(steps)]
+    trainer(max_steps=steps, limit_val_batches=0, callbacks=[Record()]).fit(
+        module, torch.utils.data.DataLoader(as_samples(batches), batch_size=16))
+    return module, losses
+
+
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_option_compiles_backbone_and_head_in_a_real_fit_with_the_eager_results(backend, monkeypatch):
+    """compile=True compiles backbone and projection in place when training starts (TorchDynamo
+    captures them: frames compiled), keeps the state-dict keys, and trains to the eager losses and
+    weights. Default run: TorchDynamo's "eager" backend (graph capture, no code generation);
+    ``-m slow``: inductor, which builds C++ kernels."""
+    from torch._dynamo.utils import counters
+
+    from lightning_transfer.modules.base import compile_unavailable_reason
+
+    if backend == "inductor" and compile_unavailable_reason(torch.device("cpu")):
+        pytest.skip(compile_unavailable_reason(torch.device("cpu")))
+    if backend != "inductor":
+        compile_in_place = torch.nn.Module.compile
+        monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: compile_in_place(self, backend=backend, **kw))
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        eager, eager_losses = simclr_fit_losses(compile=False)
+        assert counters["frames"]["ok"] == 0
+        compiled, compiled_losses = simclr_fit_losses(compile=True)
+        assert compiled.backbone._compiled_call_impl is not None and compiled.projection._compiled_call_impl is not None
+        assert eager.backbone._compiled_call_impl is None
+        assert counters["frames"]["ok"] >= 2  # backbone and projection
+    finally:
+        torch._dynamo.reset()
+    torch.testing.assert_close(torch.tensor(compiled_losses), torch.tensor(eager_losses), rtol=1e-4, atol=1e-5)
+    assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefixes in checkpoints
+    for key, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-3, atol=1e-5, msg=key)
 
 
 def test_compile_option_warns_and_stays_eager_where_torch_compile_cannot_run(monkeypatch):

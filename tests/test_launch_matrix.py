@@ -1,0 +1,261 @@
+"""The launch matrix: every recipe in ``configs/`` through the ``lightning-transfer`` process itself,
+as a user launches it.
+
+Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
+(a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed``. After the DDP fit,
+the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``) from the fit's
+``fit_config.yaml`` and ``python -m lightning_transfer.export`` on the run directory. One DDP fit is
+killed (SIGKILL, mid-epoch) and resumed with ``--ckpt_path``. Every process must exit 0 and leave the
+promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
+validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
+``torch.load(weights_only=True)``.
+
+Overrides only shrink the run (steps, batches, sequence length) or swap what needs the network or an
+earlier run for an offline stand-in (an image folder for CIFAR-10 / STL-10 / ImageNet, the review
+corpus for wikitext and SST-2, MiniLM for BERT-base). A pretraining recipe and the fine-tuning recipe
+that reads its checkpoint run in one test, the fine-tuning from the DDP bf16 checkpoint: the whole
+pretrain -> fine-tune path.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers.images import write_image_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY = str(Path(sys.executable).with_name("lightning-transfer"))  # the console script pip installed
+CONFIGS = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "configs").rglob("*.yaml"))
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+       "TRANSFORMERS_OFFLINE": "1", "PYTHONWARNINGS": "ignore"}
+
+SHORT = ["--trainer.max_epochs", "1", "--trainer.max_steps", "-1", "--trainer.limit_train_batches", "2",
+         "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2", "--trainer.limit_predict_batches", "2",
+         "--trainer.val_check_interval", "1.0", "--trainer.check_val_every_n_epoch", "1",
+         "--trainer.num_sanity_val_steps", "0", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+         "--trainer.accelerator", "cpu", "--trainer.num_nodes", "1", "--trainer.sync_batchnorm", "false"]
+LEGS = {  # (a) one process, full precision; (b) two DDP processes with gloo, bf16 autocast
+    "single_32": ["--trainer.devices", "1", "--trainer.strategy", "auto", "--trainer.precision", "32-true"],
+    "ddp_bf16": ["--trainer.devices", "2", "--trainer.strategy", "ddp", "--trainer.precision", "bf16-mixed"],
+}
+FOLDER = ["--data.init_args.source", "folder", "--data.init_args.root", "{images}", "--data.init_args.image_size", "32",
+          "--data.init_args.decode_size", "32", "--data.init_args.batch_size", "4", "--data.init_args.val_size", "4",
+          "--data.init_args.test_size", "4", "--data.init_args.num_workers", "0", "--data.init_args.pin_memory", "false",
+          "--data.init_args.persistent_workers", "false"]
+MINILM_TEXT = ["--data.init_args.batch_size", "4", "--data.init_args.max_seq_length", "32"]
+REVIEWS_INSTEAD_OF_HUB = ["--data.init_args.source", "reviews_demo", "--data.init_args.cache_dir", "{cache}",
+                          "--data.init_args.num_workers", "0"]
+OVERRIDES = {
+    "configs/simclr/mnist.yaml": ["--data.init_args.batch_size", "32", "--data.init_args.knn_bank_size", "256"],
+    "configs/simclr/cifar10.yaml": FOLDER,
+    "configs/simclr/stl10.yaml": FOLDER,
+    "configs/simclr/imagenet_resnet50.yaml": FOLDER,
+    "configs/bert/reviews_tiny.yaml": ["--data.init_args.cache_dir", "{cache}", "--data.init_args.batch_size", "8",
+                                      "--data.init_args.max_seq_length", "64"],
+    "configs/bert/minilm_continue.yaml": ["--data.init_args.cache_dir", "{cache}", *MINILM_TEXT],
+    "configs/bert/wikitext103_base.yaml": [*REVIEWS_INSTEAD_OF_HUB, "--data.init_args.batch_size", "2",
+                                           "--data.init_args.max_seq_length", "32"],
+    "configs/finetune/mnist_from_simclr.yaml": ["--model.init_args.pretrained", "{pretrained}", "--data.init_args.batch_size", "8"],
+    "configs/finetune/cifar10_from_simclr.yaml": [*FOLDER, "--model.init_args.pretrained", "{pretrained}",
+                                                  "--data.init_args.label_fraction", "null",
+                                                  "--data.init_args.labels_per_class", "4"],
+    "configs/finetune/reviews_from_bert.yaml": ["--model.init_args.pretrained", "{pretrained}",
+                                                "--data.init_args.tokenizer", "{tokenizer}", *MINILM_TEXT],
+    "configs/finetune/reviews_from_minilm.yaml": MINILM_TEXT,
+    "configs/finetune/sst2_from_bert.yaml": [*MINILM_TEXT, "--data.init_args.source", "reviews_demo",
+                                             "--data.init_args.text_column", "text", "--data.init_args.label_column", "label"],
+}
+# Each test: a pretraining recipe and the fine-tuning recipe that reads its checkpoint, or a recipe alone.
+CHAINS = {
+    "simclr_mnist": ("configs/simclr/mnist.yaml", "configs/finetune/mnist_from_simclr.yaml"),
+    "simclr_cifar10": ("configs/simclr/cifar10.yaml", "configs/finetune/cifar10_from_simclr.yaml"),
+    "bert_reviews": ("configs/bert/reviews_tiny.yaml", "configs/finetune/reviews_from_bert.yaml"),
+    "minilm": ("configs/bert/minilm_continue.yaml", "configs/finetune/reviews_from_minilm.yaml"),
+    "sst2": ("configs/finetune/sst2_from_bert.yaml",),
+    "stl10": ("configs/simclr/stl10.yaml",),
+    "imagenet": ("configs/simclr/imagenet_resnet50.yaml",),
+    "wikitext": ("configs/bert/wikitext103_base.yaml",),
+}
+
+
+def test_the_matrix_covers_every_config():
+    assert sorted(c for chain in CHAINS.values() for c in chain) == CONFIGS
+    assert set(OVERRIDES) <= set(CONFIGS)
+
+
+# ----------------------------------------------------------------------------- running the process
+def launch(args: list[str], cwd: Path, timeout: float = 420, module: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``lightning-transfer ARGS`` (or ``python -m MODULE ARGS``); fail the test, with the end of
+    its output, unless it exits 0."""
+    command = [sys.executable, "-m", module, *args] if module else [ENTRY, *args]
+    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(f"`{' '.join(command[:4])} ...` exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def fit_args(config: str, leg: str, root: Path, values: dict) -> list[str]:
+    extra = [arg.format(**values) for arg in OVERRIDES.get(config, [])]
+    return ["fit", "--config", str(ROOT / config), *SHORT, *LEGS[leg], *extra, "--trainer.default_root_dir", str(root)]
+
+
+# ----------------------------------------------------------------------------- what a run must leave
+def assert_png(path: Path) -> None:
+    from PIL import Image
+
+    assert path.is_file() and path.stat().st_size > 0, f"{path} was not written"
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+
+
+def read_metrics_csv(version: Path) -> list[dict[str, str]]:
+    with (version / "metrics.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def assert_finite_metrics(version: Path, stage: str = "val/") -> dict[str, float]:
+    """Every value in ``metrics.csv`` is finite, and some metric of ``stage`` was logged; returns the
+    last value of each metric."""
+    rows = read_metrics_csv(version)
+    last: dict[str, float] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value not in ("", None):
+                number = float(value)
+                assert math.isfinite(number), f"{version}/metrics.csv: {key} = {value}"
+                last[key] = number
+    assert any(key.startswith(stage) for key in last), f"no {stage} metric in {version}/metrics.csv: {sorted(last)}"
+    return last
+
+
+def assert_checkpoints_load_without_unpickling(root: Path) -> list[Path]:
+    checkpoints = sorted(root.rglob("*.ckpt"))
+    assert checkpoints, f"no checkpoint under {root}"
+    for path in checkpoints:
+        torch.load(path, map_location="cpu", weights_only=True)  # plain types only: no code runs on load
+    return checkpoints
+
+
+def check_fit(root: Path, config: str, resumed: bool = False) -> Path:
+    """The files a fit promises (of the last run, when ``resumed``); returns the best checkpoint."""
+    from lightning_transfer.cli import best_checkpoint_of
+
+    best = best_checkpoint_of(root)
+    assert best is not None and best.is_file(), f"{root}/best_checkpoint.txt missing or stale"
+    assert (root / "fit_config.yaml").is_file(), "fit_config.yaml was not written"
+    versions = sorted((root / "lightning_logs").iterdir())
+    assert len(versions) == (2 if resumed else 1)  # TensorBoard and CSV share one version folder per run
+    version = versions[-1]
+    assert best.is_relative_to(version), f"the best checkpoint {best} is not from the last run"
+    assert list(version.glob("events.out.tfevents.*")), "no TensorBoard events"
+    assert_finite_metrics(version)
+    assert_png(version / "training_curves.png")
+    if "ImageDataModule" in (ROOT / config).read_text():
+        assert_png(version / "embedding_projection.png")
+    assert_checkpoints_load_without_unpickling(root)
+    return best
+
+
+def check_test_predict_export(root: Path, tmp: Path) -> None:
+    """After a fine-tuning fit: ``test`` and ``predict`` from its fit_config.yaml (the best
+    checkpoint, on as many processes as the fit), then the export of its encoder."""
+    fit_config = str(root / "fit_config.yaml")
+    tested = launch(["test", "--config", fit_config], cwd=tmp)
+    assert "uses the best checkpoint of the last fit" in tested.stderr
+    version = root / "lightning_logs" / "version_1"
+    assert_png(version / "confusion_matrix.png")
+    accuracy = assert_finite_metrics(version, stage="test/")["test/acc"]
+    assert 0.0 <= accuracy <= 1.0
+
+    predictions = tmp / "predictions"
+    launch(["predict", "--config", fit_config, "--trainer.callbacks+=lightning_transfer.callbacks.PredictionWriter",
+            "--trainer.callbacks.output_dir", str(predictions)], cwd=tmp)
+    with (predictions / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and not list(predictions.glob("*.rank*")), "predictions.csv missing or per-process parts left over"
+    indices = [int(row["index"]) for row in rows]
+    assert indices == sorted(set(indices))  # merged in order, no duplicates
+    for row in rows:
+        probabilities = [float(v) for k, v in row.items() if k.startswith("prob_")]
+        assert abs(sum(probabilities) - 1.0) < 1e-3 and int(row["prediction"]) == max(
+            range(len(probabilities)), key=probabilities.__getitem__)
+
+    exported = tmp / "exported"
+    launch([str(root), str(exported)], cwd=tmp, module="lightning_transfer.export")
+    from lightning_transfer.models.loading import load_encoder
+
+    loaded = load_encoder(str(exported))
+    if loaded.modality == "text":
+        assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
+        assert (exported / "tokenizer.json").is_file()
+
+
+# ----------------------------------------------------------------------------- the matrix
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    """The stand-in for CIFAR-10 / STL-10 / ImageNet folders: 3-channel PNGs, two classes."""
+    return write_image_folder(tmp_path_factory.mktemp("images"), per_class=12, size=36)
+
+
+@pytest.mark.parametrize("chain", CHAINS)
+def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, images):
+    values = {"images": str(images), "cache": str(tmp_path / "cache")}
+    for config in CHAINS[chain]:
+        for leg in LEGS:
+            root = tmp_path / Path(config).stem / leg
+            args = fit_args(config, leg, root, values)
+            killed = (config, leg) == KILLED_AND_RESUMED
+            if killed:
+                kill_mid_epoch_and_resume(args, root, tmp_path)
+            else:
+                launch(args, cwd=tmp_path)
+            best = check_fit(root, config, resumed=killed)
+        if "configs/finetune/" not in config:  # a pretraining recipe: its DDP bf16 checkpoint feeds the next one
+            values["pretrained"] = str(best)
+            if "configs/bert/" in config:  # the tokenizer it trained, from the exported Hugging Face directory
+                launch([str(root), str(tmp_path / "bert_hf")], cwd=tmp_path, module="lightning_transfer.export")
+                values["tokenizer"] = str(tmp_path / "bert_hf")
+        else:
+            check_test_predict_export(root, tmp_path / Path(config).stem)
+
+
+KILLED_AND_RESUMED = ("configs/bert/reviews_tiny.yaml", "ddp_bf16")  # this fit of the matrix is killed, then resumed
+EVERY_TWO_STEPS = ["--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint", "--trainer.callbacks.filename",
+                   "kill-{step}", "--trainer.callbacks.every_n_train_steps", "2", "--trainer.callbacks.save_top_k", "-1",
+                   "--trainer.callbacks.monitor", "null", "--trainer.limit_train_batches", "8"]
+
+
+def kill_mid_epoch_and_resume(args: list[str], root: Path, cwd: Path) -> None:
+    """Run a fit of one 8-step epoch that checkpoints every 2 steps; SIGKILL every process of it when
+    the step-4 checkpoint appears (mid-epoch), then resume from the step-2 one (complete by then) with
+    ``--ckpt_path``. The resumed run must end at step 8, having logged steps 2..7 only."""
+    args = [*args, *EVERY_TWO_STEPS]
+    process = subprocess.Popen([ENTRY, *args], cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)  # its own process group: both ranks are killed together
+    deadline = time.monotonic() + 300
+    try:
+        while not list(root.rglob("kill-step=4.ckpt")):
+            assert process.poll() is None, f"the run ended before it could be killed:\n{process.stderr.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no step-4 checkpoint after 300 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (root / "best_checkpoint.txt").exists()  # killed before the end of fit
+    (resume_from,) = root.rglob("kill-step=2.ckpt")
+
+    launch([*args, "--ckpt_path", str(resume_from)], cwd=cwd)
+    resumed = sorted((root / "lightning_logs").iterdir())[-1]  # the resumed run logs into a new version
+    steps = [int(row["step"]) for row in read_metrics_csv(resumed) if row.get("train/loss")]
+    assert steps and min(steps) >= 2 and max(steps) == 7, steps  # steps 2..7 (0-based): from the checkpoint on
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == 8
