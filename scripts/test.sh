@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Quickstart 2: set up (if needed) and run the test suite (slow tests: `bash scripts/test.sh -m slow`).
-# Tests run on PYTEST_WORKERS processes (default 2, pytest-xdist); PYTEST_WORKERS=0 runs them in one.
+# Tests run on PYTEST_WORKERS processes (default 3, pytest-xdist: many tests wait on the subprocesses they
+# launch, so a third worker keeps both cores of a 2-core machine busy); PYTEST_WORKERS=0 runs them in one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}  # the same variable scripts/setup.sh reads
 export VENV
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-2}" "$@"
+exec "$VENV/bin/python" -m pytest -n "${PYTEST_WORKERS:-3}" "$@"

@@ -3,9 +3,10 @@ as a user launches it.
 
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
 (a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed``. After the DDP fit,
-the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``) from the fit's
-``fit_config.yaml`` and ``python -m lightning_transfer.export`` on the run directory. One DDP fit is
-killed (SIGKILL, mid-epoch) and resumed with ``--ckpt_path``. Every process must exit 0 and leave the
+the fine-tuning recipes also run ``test`` (one process) and ``predict`` (two, with ``PredictionWriter``)
+from the fit's ``fit_config.yaml`` and ``python -m lightning_transfer.export`` on the run directory. The
+DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
+``--ckpt_path``. Every process must exit 0 and leave the
 promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
 validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
 ``torch.load(weights_only=True)``.
@@ -52,6 +53,9 @@ FOLDER = ["--data.init_args.source", "folder", "--data.init_args.root", "{images
           "--data.init_args.test_size", "4", "--data.init_args.num_workers", "0", "--data.init_args.pin_memory", "false",
           "--data.init_args.persistent_workers", "false"]
 MINILM_TEXT = ["--data.init_args.batch_size", "4", "--data.init_args.max_seq_length", "32"]
+# BERT-base's sizes, shrunk (the same code; 110M parameters would spend the test writing 1.3 GB checkpoints)
+SMALL_BERT = ["--model.init_args.hidden_size", "64", "--model.init_args.num_hidden_layers", "2",
+              "--model.init_args.num_attention_heads", "2", "--model.init_args.intermediate_size", "128"]
 REVIEWS_INSTEAD_OF_HUB = ["--data.init_args.source", "reviews_demo", "--data.init_args.cache_dir", "{cache}",
                           "--data.init_args.num_workers", "0"]
 OVERRIDES = {
@@ -63,7 +67,8 @@ OVERRIDES = {
                                       "--data.init_args.max_seq_length", "64"],
     "configs/bert/minilm_continue.yaml": ["--data.init_args.cache_dir", "{cache}", *MINILM_TEXT],
     "configs/bert/wikitext103_base.yaml": [*REVIEWS_INSTEAD_OF_HUB, "--data.init_args.batch_size", "2",
-                                           "--data.init_args.max_seq_length", "32"],
+                                           "--data.init_args.max_seq_length", "32", "--data.init_args.vocab_size", "2000",
+                                           *SMALL_BERT],
     "configs/finetune/mnist_from_simclr.yaml": ["--model.init_args.pretrained", "{pretrained}", "--data.init_args.batch_size", "8"],
     "configs/finetune/cifar10_from_simclr.yaml": [*FOLDER, "--model.init_args.pretrained", "{pretrained}",
                                                   "--data.init_args.label_fraction", "null",
@@ -166,10 +171,12 @@ def check_fit(root: Path, config: str, resumed: bool = False) -> Path:
 
 
 def check_test_predict_export(root: Path, tmp: Path) -> None:
-    """After a fine-tuning fit: ``test`` and ``predict`` from its fit_config.yaml (the best
-    checkpoint, on as many processes as the fit), then the export of its encoder."""
+    """After a fine-tuning fit: ``test`` and ``predict`` from its fit_config.yaml (the best checkpoint),
+    then the export of its encoder. ``predict`` runs on as many processes as the fit (PredictionWriter
+    merges their parts); ``test`` on one, as Lightning advises: a DistributedSampler pads the processes'
+    shares with repeated examples, which would count twice in the test metrics."""
     fit_config = str(root / "fit_config.yaml")
-    tested = launch(["test", "--config", fit_config], cwd=tmp)
+    tested = launch(["test", "--config", fit_config, *LEGS["single_32"]], cwd=tmp)
     assert "uses the best checkpoint of the last fit" in tested.stderr
     version = root / "lightning_logs" / "version_1"
     assert_png(version / "confusion_matrix.png")
