@@ -1,6 +1,6 @@
 """The transfer demo: pretraining pays when labels are scarce, measured on offline data.
 
-    python -m lightning_transfer.demo [--quick] [--output-dir DIR] [--tasks mnist reviews]
+    python -m lightning_transfer.demo [--quick | --smoke] [--output-dir DIR] [--tasks mnist reviews]
 
 - ``mnist``: SimCLR on the 3,500 training digits of MNIST-5k *without labels*, then fine-tuning with
   a few labels per class from the SimCLR encoder and from scratch (the same network, random init);
@@ -62,6 +62,10 @@ FULL = Plan(simclr_steps=1500, mnist_labels=(1, 5, 10, 50), mnist_finetune_steps
             reviews_labels=(10, 50, 100), reviews_finetune_epochs=6, reviews_draws=1, reviews_max_length=64)
 QUICK = Plan(simclr_steps=300, mnist_labels=(10,), mnist_finetune_steps=60, mnist_draws=1, bert_steps=6,
              reviews_labels=(50,), reviews_finetune_epochs=2, reviews_draws=1, reviews_max_length=48)
+SMOKE = Plan(simclr_steps=10, mnist_labels=(5,), mnist_finetune_steps=5, mnist_draws=1, bert_steps=2,
+             reviews_labels=(5,), reviews_finetune_epochs=1, reviews_draws=1, reviews_max_length=32)
+"""``SMOKE`` runs every stage for a few steps (seconds, not minutes): it checks an install and the
+demo's plumbing, and its accuracies mean nothing."""
 
 
 def status(message: str) -> None:
@@ -293,7 +297,10 @@ def run(plan: Plan, out: Path, tasks: tuple[str, ...], quiet: bool = False) -> l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a short version (under 5 minutes on 2 CPU cores)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a short version (under 5 minutes on 2 CPU cores)")
+    size.add_argument("--smoke", action="store_true",
+                      help="every stage for a few steps: checks the install and the plumbing; the accuracies mean nothing")
     parser.add_argument("--output-dir", default="runs/demo", type=Path, help="where results, plots and logs go")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--no-progress", action="store_true", help="hide the per-step progress bars")
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     start = time.time()
-    run(QUICK if args.quick else FULL, args.output_dir, tuple(args.tasks), quiet=args.no_progress)
+    run(QUICK if args.quick else SMOKE if args.smoke else FULL, args.output_dir, tuple(args.tasks), quiet=args.no_progress)
     status(f"finished in {(time.time() - start) / 60:.1f} minutes")
 
 

@@ -16,3 +16,17 @@ torch.set_num_threads(1)
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+# The longest tests first: pytest-xdist hands tests out in collection order, so the launch matrix, the
+# demo and the notebooks (minutes each) start at once on separate workers instead of ending the run
+# on one of them while the others idle.
+LONGEST_FIRST = ("tests/test_launch_matrix.py", "tests/test_demo.py", "tests/test_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within each group stays

@@ -6,14 +6,15 @@ Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoin
 the fine-tuning recipes also run ``test`` (one process) and ``predict`` (two, with ``PredictionWriter``)
 from the fit's ``fit_config.yaml`` and ``python -m lightning_transfer.export`` on the run directory. The
 DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
-``--ckpt_path``. Every process must exit 0 and leave the
-promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
+``--ckpt_path``; the DDP fit of ``configs/simclr/stl10.yaml`` starts through ``scripts/torchrun.sh``
+(torchrun's processes, which Lightning joins, as on a cluster without SLURM) instead of Lightning's own
+launcher. Every process must exit 0 and leave the promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
 validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
 ``torch.load(weights_only=True)``.
 
 Overrides only shrink the run (steps, batches, sequence length) or swap what needs the network or an
 earlier run for an offline stand-in (an image folder for CIFAR-10 / STL-10 / ImageNet, the review
-corpus for wikitext and SST-2, MiniLM for BERT-base). A pretraining recipe and the fine-tuning recipe
+corpus for wikitext and SST-2, BERT-base at small sizes). A pretraining recipe and the fine-tuning recipe
 that reads its checkpoint run in one test, the fine-tuning from the DDP bf16 checkpoint: the whole
 pretrain -> fine-tune path.
 """
@@ -223,16 +224,37 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
             killed = (config, leg) == KILLED_AND_RESUMED
             if killed:
                 kill_mid_epoch_and_resume(args, root, tmp_path)
+            elif (config, leg) == TORCHRUN:
+                launch_with_torchrun(config, args, tmp_path)
             else:
                 launch(args, cwd=tmp_path)
             best = check_fit(root, config, resumed=killed)
         if "configs/finetune/" not in config:  # a pretraining recipe: its DDP bf16 checkpoint feeds the next one
             values["pretrained"] = str(best)
             if "configs/bert/" in config:  # the tokenizer it trained, from the exported Hugging Face directory
-                launch([str(root), str(tmp_path / "bert_hf")], cwd=tmp_path, module="lightning_transfer.export")
-                values["tokenizer"] = str(tmp_path / "bert_hf")
+                from lightning_transfer.export import export_encoder
+
+                values["tokenizer"] = str(export_encoder(root, tmp_path / "bert_hf"))
         else:
             check_test_predict_export(root, tmp_path / Path(config).stem)
+
+
+TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
+
+
+def launch_with_torchrun(config: str, args: list[str], cwd: Path) -> None:
+    """``ACCELERATOR=cpu GPUS=2 bash scripts/torchrun.sh CONFIG ARGS``: torchrun starts both processes
+    and Lightning joins them (TorchElasticEnvironment) instead of launching its own."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**ENV, "ACCELERATOR": "cpu", "GPUS": "2", "MASTER_PORT": str(port), "PYTHON": sys.executable}
+    rest = args[args.index("--config") + 2:]  # the script gives `fit --config CONFIG` itself
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "torchrun.sh"), str(ROOT / config), *rest], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=420)
+    assert result.returncode == 0, f"torchrun.sh exited {result.returncode}:\n{result.stderr[-5000:]}"
 
 
 KILLED_AND_RESUMED = ("configs/bert/reviews_tiny.yaml", "ddp_bf16")  # this fit of the matrix is killed, then resumed

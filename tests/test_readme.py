@@ -31,7 +31,7 @@ COVERED_ELSEWHERE = {
     "bash scripts/demo.sh": "tests/test_demo.py::test_quick_demo_writes_results_and_pretrained_inits_beat_chance",
     "bash scripts/test.sh": ".ci/run",
     "sbatch scripts/slurm/": "tests/test_slurm.py::test_srun_line_matches_the_sbatch_directives",
-    "bash scripts/torchrun.sh": "tests/test_slurm.py::test_script_is_valid_bash",
+    "bash scripts/torchrun.sh": "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16",
     ".venv/bin/python benchmarks/": "tests/test_readme.py::test_benchmark_commands_run",
 }
 RUNNABLE = ("lightning-transfer ", "python -m lightning_transfer.export ")
