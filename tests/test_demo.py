@@ -5,6 +5,7 @@ The default suite runs ``--smoke`` (every stage, a few steps, under a minute); `
 beats scratch on MNIST and MiniLM beats scratch on the reviews.
 """
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_quick_demo(out: Path, size: str = "--quick") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "lightning_transfer.demo", size, "--no-progress", "--output-dir", str(out)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: the suite runs other processes beside it
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

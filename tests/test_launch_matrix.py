@@ -4,7 +4,8 @@ as a user launches it.
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
 (a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed``. After the DDP fit,
 the fine-tuning recipes also run ``test`` (one process) and ``predict`` (two, with ``PredictionWriter``)
-from the fit's ``fit_config.yaml`` and ``python -m lightning_transfer.export`` on the run directory. The
+from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
+``main``, called here) writes its encoder. The
 DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
 ``--ckpt_path``; the DDP fit of ``configs/simclr/stl10.yaml`` starts through ``scripts/torchrun.sh``
 (torchrun's processes, which Lightning joins, as on a cluster without SLURM) instead of Lightning's own
@@ -99,10 +100,9 @@ def test_the_matrix_covers_every_config():
 
 
 # ----------------------------------------------------------------------------- running the process
-def launch(args: list[str], cwd: Path, timeout: float = 420, module: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``lightning-transfer ARGS`` (or ``python -m MODULE ARGS``); fail the test, with the end of
-    its output, unless it exits 0."""
-    command = [sys.executable, "-m", module, *args] if module else [ENTRY, *args]
+def launch(args: list[str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
+    """Run ``lightning-transfer ARGS``; fail the test, with the end of its output, unless it exits 0."""
+    command = [ENTRY, *args]
     result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(f"`{' '.join(command[:4])} ...` exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}")
@@ -198,8 +198,10 @@ def check_test_predict_export(root: Path, tmp: Path) -> None:
             range(len(probabilities)), key=probabilities.__getitem__)
 
     exported = tmp / "exported"
-    launch([str(root), str(exported)], cwd=tmp, module="lightning_transfer.export")
+    from lightning_transfer.export import main as export_main  # its entry point, in this process (one import fewer)
     from lightning_transfer.models.loading import load_encoder
+
+    export_main([str(root), str(exported)])
 
     loaded = load_encoder(str(exported))
     if loaded.modality == "text":
