@@ -292,10 +292,14 @@ def test_compile_option_compiles_backbone_and_head_in_a_real_fit_with_the_eager_
         assert counters["frames"]["ok"] >= 2  # backbone and projection
     finally:
         torch._dynamo.reset()
-    torch.testing.assert_close(torch.tensor(compiled_losses), torch.tensor(eager_losses), rtol=1e-4, atol=1e-5)
+    # Inductor's fused kernels sum in another order. AdamW turns that fp32 rounding into whole steps of
+    # size lr where a gradient is near zero (its sign flips), so its weights may differ by a few lr.
+    lr = compiled.hparams.lr
+    loss_rtol, weight_atol = (1e-4, 1e-5) if backend == "eager" else (3e-3, 4 * lr)
+    torch.testing.assert_close(torch.tensor(compiled_losses), torch.tensor(eager_losses), rtol=loss_rtol, atol=1e-5)
     assert list(compiled.state_dict()) == list(eager.state_dict())  # no _orig_mod. prefixes in checkpoints
     for key, value in eager.state_dict().items():
-        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-3, atol=1e-5, msg=key)
+        torch.testing.assert_close(compiled.state_dict()[key], value, rtol=1e-3, atol=weight_atol, msg=key)
 
 
 def test_compile_option_warns_and_stays_eager_where_torch_compile_cannot_run(monkeypatch):
