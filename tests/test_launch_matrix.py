@@ -3,7 +3,8 @@ as a user launches it.
 
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
 (a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed``. After the DDP fit,
-the fine-tuning recipes also run ``test`` (one process) and ``predict`` (two, with ``PredictionWriter``)
+the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``; for one recipe on two
+processes)
 from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
 ``main``, called here) writes its encoder. The
 DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
@@ -171,11 +172,12 @@ def check_fit(root: Path, config: str, resumed: bool = False) -> Path:
     return best
 
 
-def check_test_predict_export(root: Path, tmp: Path) -> None:
+def check_test_predict_export(root: Path, tmp: Path, ddp_predict: bool) -> None:
     """After a fine-tuning fit: ``test`` and ``predict`` from its fit_config.yaml (the best checkpoint),
-    then the export of its encoder. ``predict`` runs on as many processes as the fit (PredictionWriter
-    merges their parts); ``test`` on one, as Lightning advises: a DistributedSampler pads the processes'
-    shares with repeated examples, which would count twice in the test metrics."""
+    then the export of its encoder. ``test`` runs on one process, as Lightning advises (a
+    DistributedSampler pads the processes' shares with repeated examples, which would count twice in the
+    test metrics); ``predict`` on one, or with ``ddp_predict`` on the fit's two processes, whose parts
+    PredictionWriter merges (once in the matrix: each process of a launch costs seconds of imports)."""
     fit_config = str(root / "fit_config.yaml")
     tested = launch(["test", "--config", fit_config, *LEGS["single_32"]], cwd=tmp)
     assert "uses the best checkpoint of the last fit" in tested.stderr
@@ -185,8 +187,9 @@ def check_test_predict_export(root: Path, tmp: Path) -> None:
     assert 0.0 <= accuracy <= 1.0
 
     predictions = tmp / "predictions"
+    processes = [] if ddp_predict else LEGS["single_32"]  # DDP once: PredictionWriter's merge of the parts
     launch(["predict", "--config", fit_config, "--trainer.callbacks+=lightning_transfer.callbacks.PredictionWriter",
-            "--trainer.callbacks.output_dir", str(predictions)], cwd=tmp)
+            "--trainer.callbacks.output_dir", str(predictions), *processes], cwd=tmp)
     with (predictions / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and not list(predictions.glob("*.rank*")), "predictions.csv missing or per-process parts left over"
@@ -238,9 +241,10 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
 
                 values["tokenizer"] = str(export_encoder(root, tmp_path / "bert_hf"))
         else:
-            check_test_predict_export(root, tmp_path / Path(config).stem)
+            check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT)
 
 
+DDP_PREDICT = "configs/finetune/mnist_from_simclr.yaml"  # its predict runs on the fit's two processes
 TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
 
 
