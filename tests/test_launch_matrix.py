@@ -251,12 +251,9 @@ TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as o
 def launch_with_torchrun(config: str, args: list[str], cwd: Path) -> None:
     """``ACCELERATOR=cpu GPUS=2 bash scripts/torchrun.sh CONFIG ARGS``: torchrun starts both processes
     and Lightning joins them (TorchElasticEnvironment) instead of launching its own."""
-    import socket
+    from tests.helpers.ddp import free_port
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**ENV, "ACCELERATOR": "cpu", "GPUS": "2", "MASTER_PORT": str(port), "PYTHON": sys.executable}
+    env = {**ENV, "ACCELERATOR": "cpu", "GPUS": "2", "MASTER_PORT": str(free_port()), "PYTHON": sys.executable}
     rest = args[args.index("--config") + 2:]  # the script gives `fit --config CONFIG` itself
     result = subprocess.run(["bash", str(ROOT / "scripts" / "torchrun.sh"), str(ROOT / config), *rest], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=420)
