@@ -6,6 +6,9 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests exercise the bf16/fp16 code paths even on CPUs that only emulate them, where the modules would
+# otherwise train in 32-true (lightning_transfer.precision); the tests of that fallback unset this.
+os.environ.setdefault("LIGHTNING_TRANSFER_KEEP_EMULATED_PRECISION", "1")
 
 # Tests use tiny tensors: one intra-op thread avoids OpenMP spin-waiting against other processes
 # (DDP workers, DataLoader workers), which made single tests 20x slower on a busy 2-core machine.

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_transfer.precision import KEEP_ENV, cpu_emulates_bf16
 from tests.helpers.images import write_image_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,17 +102,17 @@ def test_the_matrix_covers_every_config():
 
 
 # ----------------------------------------------------------------------------- running the process
-def launch(args: list[str], cwd: Path, timeout: float = 420) -> subprocess.CompletedProcess:
+def launch(args: list[str], cwd: Path, timeout: float = 420, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``lightning-transfer ARGS``; fail the test, with the end of its output, unless it exits 0."""
     command = [ENTRY, *args]
-    result = subprocess.run(command, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(command, cwd=cwd, env=env or ENV, capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(f"`{' '.join(command[:4])} ...` exited {result.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-5000:]}")
     return result
 
 
 def fit_args(config: str, leg: str, root: Path, values: dict) -> list[str]:
-    extra = [arg.format(**values) for arg in OVERRIDES.get(config, [])]
+    extra = [] if (config, leg) == AT_RECIPE_SIZE else [arg.format(**values) for arg in OVERRIDES.get(config, [])]
     return ["fit", "--config", str(ROOT / config), *SHORT, *LEGS[leg], *extra, "--trainer.default_root_dir", str(root)]
 
 
@@ -231,6 +232,8 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
                 kill_mid_epoch_and_resume(args, root, tmp_path)
             elif (config, leg) == TORCHRUN:
                 launch_with_torchrun(config, args, tmp_path)
+            elif (config, leg) == AT_RECIPE_SIZE:
+                launch_at_recipe_size(args, tmp_path)
             else:
                 launch(args, cwd=tmp_path)
             best = check_fit(root, config, resumed=killed)
@@ -244,8 +247,19 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
             check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT)
 
 
+AT_RECIPE_SIZE = ("configs/simclr/mnist.yaml", "ddp_bf16")  # the recipe's own model and batch, 2 steps
 DDP_PREDICT = "configs/finetune/mnist_from_simclr.yaml"  # its predict runs on the fit's two processes
 TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
+
+
+def launch_at_recipe_size(args: list[str], cwd: Path) -> None:
+    """The recipe's model and batch (512 views per process), as its user launches it on this machine: no
+    opt-in to emulated bf16. On a CPU without native bf16 kernels the modules train in 32-true and say so
+    (lightning_transfer.precision); emulated, two steps would take minutes (a bf16 step of this CNN took
+    46 s against 2.7 s in fp32) and the launch would time out, as a user's job was killed by its launcher."""
+    env = {key: value for key, value in ENV.items() if key not in (KEEP_ENV, "PYTHONWARNINGS")}
+    result = launch(args, cwd=cwd, timeout=150, env=env)
+    assert ("training in 32-true" in result.stderr) == cpu_emulates_bf16(), result.stderr[-3000:]
 
 
 def launch_with_torchrun(config: str, args: list[str], cwd: Path) -> None:

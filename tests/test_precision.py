@@ -196,3 +196,74 @@ def test_a_few_fp16_autocast_steps_with_a_grad_scaler_keep_the_loss_finite_and_l
     assert scaler.get_scale() >= 2.0**10  # no step was skipped for inf/NaN gradients
     after = loss_of(module.train(), data)
     assert after == after and after < before  # finite (not NaN) and lower
+
+
+# ----------------------------------------------------------------------------- CPUs that emulate bf16/fp16
+def autocast_slowdown() -> float:
+    """How many times slower a linear layer's forward runs under bf16 autocast than in float32 here
+    (best of 3): the independent measurement the emulation query must agree with."""
+    import time
+
+    layer, x = torch.nn.Linear(512, 512), torch.randn(512, 512)
+
+    def best(enabled: bool) -> float:
+        times = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            layer(x)
+            for _ in range(3):
+                start = time.perf_counter()
+                layer(x)
+                times.append(time.perf_counter() - start)
+        return min(times)
+
+    return best(True) / best(False)
+
+
+def test_the_bf16_emulation_query_agrees_with_a_timing_on_this_cpu():
+    from lightning_transfer.precision import cpu_emulates_bf16
+
+    slowdown = autocast_slowdown()
+    # Emulated kernels are 15-70x slower than float32 (lightning_transfer.precision); native ones within ~3x.
+    assert cpu_emulates_bf16() == (slowdown > 6), f"cpu_emulates_bf16()={cpu_emulates_bf16()} but bf16 is {slowdown:.1f}x fp32"
+
+
+def fit_one_step_recording_feature_dtypes(module, data: dict) -> tuple[pl.Trainer, list[torch.dtype]]:
+    dtypes: list[torch.dtype] = []
+    target = module.backbone if isinstance(module, SimCLRModule) else module.encoder
+    target.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
+    trainer = pl.Trainer(accelerator="cpu", precision="bf16-mixed", max_steps=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(module, DataLoader(FixedBatches(data, 1), batch_size=None))
+    return trainer, dtypes
+
+
+@pytest.mark.parametrize("emulated, keep, trains_in", [(True, False, "32-true"), (True, True, "bf16-mixed"),
+                                                      (False, False, "bf16-mixed")])
+def test_emulated_mixed_precision_trains_in_float32_with_one_warning(monkeypatch, emulated, keep, trains_in):
+    """On a CPU without native bf16 kernels the modules train in 32-true (the convolutions' outputs are
+    float32), with one warning; with the environment opt-in, or native kernels, bf16 autocast stays."""
+    import lightning_transfer.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_emulates_bf16", lambda: emulated)  # the hardware, not the code under test
+    monkeypatch.setenv(precision.KEEP_ENV, "1" if keep else "0")
+    with pytest.warns(UserWarning) if trains_in == "32-true" else _no_fallback_warning() as record:
+        trainer, dtypes = fit_one_step_recording_feature_dtypes(simclr(), simclr_batch())
+    assert trainer.precision == trains_in
+    assert dtypes == [torch.float32 if trains_in == "32-true" else torch.bfloat16]  # convnet output: ReLU of a conv
+    if trains_in == "32-true":
+        (message,) = [str(w.message) for w in record if "no native bf16" in str(w.message)]
+        assert "training in 32-true" in message and precision.KEEP_ENV in message
+
+
+def _no_fallback_warning():
+    import contextlib
+    import warnings
+
+    @contextlib.contextmanager
+    def check():
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            yield record
+        assert not [w for w in record if "no native" in str(w.message)]
+
+    return check()

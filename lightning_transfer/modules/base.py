@@ -12,6 +12,9 @@ When a subclass has it among its hyperparameters and it is true, :meth:`on_train
 hot submodules (:attr:`OptimizedModule.compile_targets`) with ``torch.compile``, in place
 (``nn.Module.compile``), so parameter names, state dicts and checkpoints stay those of the eager model.
 Where ``torch.compile`` cannot run (no C++ compiler for CPU code, say), it warns once and trains eagerly.
+
+:meth:`setup` (subclasses call ``super().setup(stage)`` first) trains in ``32-true`` where the requested
+mixed precision would only be emulated by the CPU (:mod:`lightning_transfer.precision`).
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from torch import nn
 
 from lightning_transfer.data.resumable import restore_loader_states
 from lightning_transfer.optim import build_optimizer, resolve_warmup_steps, split_decay_groups, warmup_schedule
+from lightning_transfer.precision import fall_back_from_emulated_precision
 
 
 def compile_unavailable_reason(device: torch.device) -> str | None:
@@ -62,6 +66,9 @@ class OptimizedModule(pl.LightningModule):
                 module.compile()
                 names.append(name)
         return names
+
+    def setup(self, stage: str) -> None:
+        fall_back_from_emulated_precision(self.trainer)
 
     def on_train_start(self) -> None:
         restore_loader_states(self.trainer)  # exact mid-epoch resume (lightning_transfer.data.resumable)

@@ -265,6 +265,7 @@ class BertPretrainModule(OptimizedModule):
 
     # ---------------------------------------------------------------- checks against the data
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         data_tokenizer = getattr(datamodule, "tokenizer", None)
         data_hparams = getattr(datamodule, "hparams", None) or {}

@@ -198,6 +198,7 @@ class FineTuneModule(OptimizedModule):
     def setup(self, stage: str) -> None:
         """Check that the data fits the encoder, size the head from the data when ``num_classes``
         is ``None``, and pick how frozen blocks are kept frozen (see :meth:`apply_strategy`)."""
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         self._check_data(datamodule)
         classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None

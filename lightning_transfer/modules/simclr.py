@@ -107,6 +107,7 @@ class SimCLRModule(OptimizedModule):
         self.val_knn_acc = MulticlassAccuracy(num_classes, average="micro")
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         datamodule = getattr(self.trainer, "datamodule", None)
         channels = getattr(datamodule, "num_channels", None)
         if channels is not None and channels != self.hparams.in_channels and not self._custom_backbone:
