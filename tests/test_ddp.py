@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from tests.helpers import ddp
@@ -26,9 +27,16 @@ def initial_states():
 
 
 @pytest.fixture(scope="module")
-def two_process_results(tmp_path_factory, initial_states):
-    out = tmp_path_factory.mktemp("ddp")
-    ddp.run_two_processes(out, initial_states)
+def two_process_results(tmp_path_factory, worker_id, initial_states):
+    # Once per test session, not once per pytest-xdist worker that runs a test of this file: the first
+    # worker runs the two processes into a folder all workers share, the others wait on the lock and read.
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    out = shared / "ddp_two_process_results"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "finished").exists():
+            out.mkdir(exist_ok=True)
+            ddp.run_two_processes(out, initial_states)
+            (out / "finished").touch()
 
     def results(name: str) -> list[dict]:
         errors = sorted(out.glob(f"{name}_rank*.err"))

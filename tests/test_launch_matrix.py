@@ -112,7 +112,8 @@ def launch(args: list[str], cwd: Path, timeout: float = 420, env: dict | None = 
 
 
 def fit_args(config: str, leg: str, root: Path, values: dict) -> list[str]:
-    extra = [] if (config, leg) == AT_RECIPE_SIZE else [arg.format(**values) for arg in OVERRIDES.get(config, [])]
+    overrides = AT_RECIPE_SIZE_OVERRIDES if (config, leg) == AT_RECIPE_SIZE else OVERRIDES.get(config, [])
+    extra = [arg.format(**values) for arg in overrides]
     return ["fit", "--config", str(ROOT / config), *SHORT, *LEGS[leg], *extra, "--trainer.default_root_dir", str(root)]
 
 
@@ -248,6 +249,7 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
 
 
 AT_RECIPE_SIZE = ("configs/simclr/mnist.yaml", "ddp_bf16")  # the recipe's own model and batch, 2 steps
+AT_RECIPE_SIZE_OVERRIDES = ["--data.init_args.knn_bank_size", "512", "--trainer.limit_val_batches", "1"]  # monitors only
 DDP_PREDICT = "configs/finetune/mnist_from_simclr.yaml"  # its predict runs on the fit's two processes
 TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
 
