@@ -4,7 +4,9 @@ Both sides produce the two normalized float views of every image, with the same 
 defaults; blur off at 32 px, on at 224 px). lightly runs as its dataloaders do: the per-image
 ``SimCLRTransform`` on PIL images (the decoded dataset images), followed by stacking the views into
 a batch (what ``default_collate`` does). Ours runs :func:`two_views` on a uint8 ``B x 3 x H x W``
-batch. Inputs are random uint8 images (the cost of every op here does not depend on the content).
+batch: the recipe of ``lightning_transfer/data/augment.py`` executed by the batch plan
+(``data/_augment_plan.py``) and kernels (``data/_augment_kernels.py``) whose speed this measures.
+Inputs are random uint8 images (the cost of every op here does not depend on the content).
 
 One process, one thread (``torch.set_num_threads(1)``, so the numbers are per core), the two sides
 measured alternately, warm-up excluded, the median over the repetitions reported as source images

@@ -53,7 +53,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="corpus-bench-"))
 
     start = time.process_time()
-    trainer = TextPretrainDataModule(source="reviews_demo", vocab_size=8192, cache_dir=str(work / "tokenizer"))
+    trainer = TextPretrainDataModule(source="reviews_demo", tokenizer_vocab_size=8192, cache_dir=str(work / "tokenizer"))
     tokenizer = trainer.tokenizer  # trained (WordPiece) and cached
     train_seconds = time.process_time() - start
     tokenizer_file = next((work / "tokenizer").glob("tokenizer-*/tokenizer.json"))

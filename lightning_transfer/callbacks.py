@@ -97,14 +97,19 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         writer.writerows(rows)
 
 
-class ThroughputMonitor(pl.Callback):
+class ThroughputReport(pl.Callback):
     """Measure training speed: samples/s (images for image batches, sequences for text) and tokens/s
     (non-padding tokens) over all processes, plus the peak CUDA memory of this process.
 
     The first ``warmup_steps`` steps are not timed (allocator growth, cuDNN autotuning, compilation);
     the device is synchronized at both ends of the timed window. At the end of ``fit`` process 0
     prints one line ``throughput: steps=... samples/s=... tokens/s=... peak_mem_gib=...`` and the values
-    stay in :attr:`summary`. Add it with ``--trainer.callbacks+=lightning_transfer.callbacks.ThroughputMonitor``.
+    stay in :attr:`summary`. Add it with ``--trainer.callbacks+=lightning_transfer.callbacks.ThroughputReport``.
+
+    Lightning's own ``lightning.pytorch.callbacks.ThroughputMonitor`` is another tool: it logs a
+    moving-window throughput (and FLOP utilization) to the loggers as training goes, from a
+    ``batch_size_fn`` (and ``length_fn``, which counts padding unless you write it not to) given in
+    Python; it reports no peak memory and prints no end-of-run summary.
     """
 
     def __init__(self, warmup_steps: int = 20, label: str = ""):
@@ -168,6 +173,18 @@ class ThroughputMonitor(pl.Callback):
         if trainer.is_global_zero:
             values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.summary.items())
             print(f"throughput{(' ' + self.label) if self.label else ''}: {values}", flush=True)
+
+
+class ThroughputMonitor(ThroughputReport):
+    """Deprecated name of :class:`ThroughputReport` (it read like Lightning's own
+    ``lightning.pytorch.callbacks.ThroughputMonitor``, a different callback)."""
+
+    def __init__(self, warmup_steps: int = 20, label: str = ""):
+        import warnings
+
+        warnings.warn("lightning_transfer.callbacks.ThroughputMonitor is now ThroughputReport; the old name will be "
+                      "removed", FutureWarning, stacklevel=2)
+        super().__init__(warmup_steps, label)
 
 
 class HostSyncCounter(pl.Callback):
@@ -286,23 +303,29 @@ def run_log_dir(trainer: pl.Trainer) -> Path | None:
     return Path(folder) if folder is not None else None
 
 
-def share_log_version(trainer: pl.Trainer) -> None:
-    """Make the TensorBoard/CSV loggers that write under the same folder use the first one's
-    version, so ``metrics.csv``, the event files, the checkpoints and the plots of a run all land in
-    one ``version_N`` folder (each logger would otherwise pick the next free version on its own:
-    TensorBoard ``version_0``, CSV ``version_1``). Loggers given an explicit version keep it.
+def loggers_sharing_one_version(loggers: list[Any], init_args: list[dict[str, Any]]) -> list[Any]:
+    """``loggers`` with each TensorBoard/CSV logger that writes under the same folder as the first
+    one (``save_dir/name``) and was given no version built again, from its ``init_args``, with the
+    first one's version. So ``metrics.csv``, the event files, the checkpoints and the plots of a run
+    all land in one ``version_N`` folder; each logger would otherwise pick the next free version on
+    its own (TensorBoard ``version_0``, CSV ``version_1``). Lightning fixes a logger's version when
+    it is constructed, hence the new instance.
 
-    Call it right after creating the Trainer, before ``fit``/``test`` (the loggers create their
-    folders when the run starts); the ``lightning-transfer`` CLI does."""
+    ``init_args[i]``: the keyword arguments ``loggers[i]`` was constructed with (the
+    ``lightning-transfer`` CLI passes its config's, before it creates the Trainer). In your own
+    code, pass the version yourself: ``CSVLogger(root, version=tensorboard.version)``."""
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-    versioned = [logger for logger in trainer.loggers if isinstance(logger, (CSVLogger, TensorBoardLogger))]
+    versioned = [i for i, logger in enumerate(loggers) if isinstance(logger, (CSVLogger, TensorBoardLogger))]
     if len(versioned) < 2:
-        return
-    first = versioned[0]
-    for logger in versioned[1:]:
-        if logger._version is None and Path(logger.root_dir).resolve() == Path(first.root_dir).resolve():
-            logger._version = first.version
+        return loggers
+    first = loggers[versioned[0]]
+    shared = list(loggers)
+    for i in versioned[1:]:
+        logger = loggers[i]
+        if init_args[i].get("version") is None and Path(logger.root_dir).resolve() == Path(first.root_dir).resolve():
+            shared[i] = type(logger)(**{**init_args[i], "version": first.version})
+    return shared
 
 
 class TrainingCurvesPlot(pl.Callback):
@@ -312,7 +335,7 @@ class TrainingCurvesPlot(pl.Callback):
     to draw (default: every logged metric but learning rates and bookkeeping). The path written is
     kept in :attr:`path`. The PNG goes to the first logger's folder (``trainer.log_dir``, where the
     checkpoints are); for it to sit next to ``metrics.csv`` give TensorBoard and CSV loggers one
-    ``save_dir`` and call :func:`share_log_version` (the CLI does)."""
+    ``save_dir`` and one version (:func:`loggers_sharing_one_version`; the CLI does that)."""
 
     def __init__(self, metrics: list[str] | None = None, filename: str = "training_curves.png"):
         self.metrics, self.filename = metrics, filename

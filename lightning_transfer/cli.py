@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_transfer  # noqa: F401  (registers our modules for short class_path names)
-from lightning_transfer.callbacks import share_log_version
+from lightning_transfer.callbacks import loggers_sharing_one_version
 from lightning_transfer.errors import UserInputError, require
 
 TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
@@ -55,9 +55,10 @@ class TransferCLI(LightningCLI):
 
     @staticmethod
     def _loggers_follow_root_dir(config) -> None:
-        """A logger whose ``save_dir`` is the config file's ``default_root_dir`` (the ``&root``
-        anchor of our configs) follows ``--trainer.default_root_dir`` given on the command line, so
-        checkpoints, logs and plots move together."""
+        """A logger whose ``save_dir`` is the config file's ``default_root_dir`` (a config that repeats
+        the path, e.g. a saved ``fit_config.yaml``; our recipes interpolate it, configs/base/loggers.yaml)
+        follows ``--trainer.default_root_dir`` given on the command line, so checkpoints, logs and plots
+        move together."""
         import yaml
 
         roots = set()
@@ -72,9 +73,13 @@ class TransferCLI(LightningCLI):
                 init_args.save_dir = root
 
     def instantiate_trainer(self, **kwargs) -> pl.Trainer:
-        trainer = super().instantiate_trainer(**kwargs)
-        share_log_version(trainer)  # TensorBoard and CSV loggers of a config write into one version_N folder
-        return trainer
+        # TensorBoard and CSV loggers of a config write into one version_N folder
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer.logger
+        if isinstance(loggers, list) and "logger" not in kwargs:
+            init_args = [{**entry.init_args.as_dict(), **(entry.get("dict_kwargs") or {})} for entry in config.trainer.logger]
+            kwargs["logger"] = loggers_sharing_one_version(loggers, init_args)
+        return super().instantiate_trainer(**kwargs)
 
     def after_fit(self) -> None:
         """Record the best checkpoint and the fit's config (process 0 writes them, after a barrier)."""
@@ -110,7 +115,9 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TransferCLI:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        parser_kwargs={"exit_on_error": False},  # errors reach main(), which prints them as one line
+        # errors reach main(), which prints them as one line; "omegaconf+" resolves ${...} interpolations
+        # once every config and argument is read (configs/base/loggers.yaml: save_dir = default_root_dir)
+        parser_kwargs={"exit_on_error": False, "parser_mode": "omegaconf+"},
         args=args,
         run=run,
         auto_configure_optimizers=False,

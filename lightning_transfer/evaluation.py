@@ -1,8 +1,10 @@
-"""Frozen-feature evaluation: the linear evaluation protocol of SSL papers.
+"""Frozen-feature evaluation: the linear evaluation protocol and the kNN classifier of SSL papers.
 
-Extract features once with a frozen encoder, then fit a multinomial logistic regression on them
-(full-batch L-BFGS, L2 penalty). Much faster than an epoch loop, and the standard way SimCLR and
-its successors report representation quality.
+- :func:`extract_features` once with a frozen encoder, then :func:`linear_probe_accuracy` fits a
+  multinomial logistic regression on them (full-batch L-BFGS, L2 penalty). Much faster than an epoch
+  loop, and the standard way SimCLR and its successors report representation quality.
+- :func:`knn_predict`: the weighted kNN vote (Wu et al. 2018) that ``SimCLRModule`` uses as its
+  validation monitor.
 """
 from __future__ import annotations
 
@@ -59,3 +61,18 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tens
         optimizer.step(closure)
     with torch.no_grad():
         return (linear(x_test).argmax(1) == test_labels).float().mean().item()
+
+
+def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
+                k: int = 200, temperature: float = 0.1) -> torch.Tensor:
+    """Weighted kNN class scores (Wu et al. 2018): each of the ``k`` most cosine-similar bank
+    features votes for its label with weight ``exp(sim / temperature)``.
+
+    ``query`` is ``Q x D``, ``bank`` ``N x D`` (any float dtype, not necessarily normalized),
+    ``bank_labels`` int64 ``N`` in ``[0, num_classes)``; ``k`` is capped at ``N``. Returns float32
+    ``Q x num_classes`` scores, computed in float32 also under autocast."""
+    with torch.autocast(device_type=query.device.type, enabled=False):  # float32 even under bf16/fp16 autocast
+        query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
+        sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
+        votes = torch.zeros(query.shape[0], num_classes, device=query.device, dtype=sims.dtype)
+        return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())

@@ -39,7 +39,7 @@ COMMON=(--trainer.accelerator gpu --trainer.devices 1 --trainer.num_nodes 1
         --trainer.max_steps "$STEPS" --trainer.max_epochs -1
         --trainer.limit_val_batches 2 --trainer.val_check_interval 1.0 --trainer.num_sanity_val_steps 0
         --trainer.enable_progress_bar false
-        "--trainer.callbacks+=lightning_transfer.callbacks.ThroughputMonitor"
+        "--trainer.callbacks+=lightning_transfer.callbacks.ThroughputReport"
         "--trainer.callbacks+=lightning_transfer.callbacks.HostSyncCounter")
 FOLDER=(--data.init_args.source folder --data.init_args.root "$OUT/images" --data.init_args.image_size 32
         --data.init_args.decode_size 32 --data.init_args.val_size 200 --data.init_args.test_size 200

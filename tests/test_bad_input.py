@@ -1,6 +1,7 @@
 """Every bad input a user can meet gives one clear, single-line UserInputError, raised early (table
 below), and the CLI prints it as one line; inputs that are odd but usable (CMYK, 16-bit and palette
 images, images smaller than the crop, a few broken image files, over-long text) work."""
+import json
 import os
 import warnings
 from pathlib import Path
@@ -21,7 +22,8 @@ from lightning_transfer.data.subsets import stratified_subset
 from lightning_transfer.data.text import TextClassificationDataModule, TextPretrainDataModule, encode_labels
 from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 from lightning_transfer.errors import UserInputError
-from lightning_transfer.models.loading import load_encoder, save_encoder
+from lightning_transfer.models.encoder_handoff import save_encoder
+from lightning_transfer.models.loading import load_encoder
 from lightning_transfer.models.vision import build_backbone
 from lightning_transfer.modules.finetune import FineTuneModule
 
@@ -116,10 +118,10 @@ def text_checkpoint_on_image_batches(tmp):
 
 def encoder_size_mismatch(tmp):
     encoder, _ = build_backbone("convnet", 1, True, None, None, 16)
-    path = save_encoder(tmp / "encoder.pt", encoder, {**IMAGE_ENCODER, "modality": "image", "width": 16})
-    payload = torch.load(path, weights_only=False)
-    payload["encoder"]["width"] = 8  # the description no longer matches the weights
-    torch.save(payload, path)
+    path = save_encoder(tmp / "encoder", encoder, {**IMAGE_ENCODER, "modality": "image", "width": 16})
+    description = json.loads((path / "encoder.json").read_text())
+    description["encoder"]["width"] = 8  # the description no longer matches the weights
+    (path / "encoder.json").write_text(json.dumps(description))
     load_encoder(str(path))
 
 
@@ -294,6 +296,7 @@ SIMCLR = ["fit", "--model", "SimCLRModule", "--data", "ImageDataModule", "--trai
           "--trainer.logger", "false", "--trainer.enable_checkpointing", "false"]
 CLI_CASES = [
     ("unknown_backbone", [*SIMCLR, "--model.backbone", "resnet9000"], "resnet9000"),
+    ("unknown_optimizer", [*SIMCLR, "--model.optimizer", "adagrad"], "unknown optimizer 'adagrad'; choose one of"),
     ("unknown_config_key", [*SIMCLR, "--model.init_args.no_such_setting", "3"], "no_such_setting"),
     ("unknown_strategy", ["fit", "--model", "FineTuneModule", "--model.encoder_config",
                           '{"backbone": "convnet", "in_channels": 1}', "--model.strategy", "freeze_all",

@@ -1,8 +1,13 @@
-"""The lightning-transfer CLI's own behaviour: --print_config and one-line errors. Every config
-fitting, testing, predicting and resuming through the real process: tests/test_launch_matrix.py."""
+"""The lightning-transfer CLI's own behaviour: --print_config, one-line errors, and recipes that compose
+configs/base/loggers.yaml and still run alone. Every config fitting, testing, predicting and resuming
+through the real process: tests/test_launch_matrix.py."""
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,3 +26,54 @@ def test_bad_input_is_one_line_from_the_cli(tmp_path):
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("lightning-transfer: error:")]
     assert len(error_lines) == 1 and "unknown backbone 'resnet19'" in error_lines[0]
     assert "Traceback" not in result.stderr
+
+
+RECIPES = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "base")
+SHARED_LOGGERS = "logger: ../base/loggers.yaml"  # how a recipe composes configs/base/loggers.yaml
+LOGGER_CLASSES = ["lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger"]
+
+
+def _resolved_config(args: list[str], capsys) -> dict:
+    """``lightning-transfer fit ARGS --print_config``, in this process, as a dict."""
+    from lightning_transfer.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["fit", *args, "--print_config"])
+    assert done.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_every_recipe_composes_the_shared_loggers(recipe, capsys, monkeypatch, tmp_path):
+    text = recipe.read_text()
+    assert SHARED_LOGGERS in text and "class_path: lightning.pytorch.loggers" not in text  # composed, not copied
+    monkeypatch.chdir(tmp_path)  # the base file is found relative to the recipe, from any working directory
+    trainer = _resolved_config(["--config", str(recipe)], capsys)["trainer"]
+    root = trainer["default_root_dir"]
+    assert root == yaml.safe_load(text)["trainer"]["default_root_dir"]  # the recipe's own, as written
+    assert [(entry["class_path"], entry["init_args"]["save_dir"]) for entry in trainer["logger"]] == [
+        (LOGGER_CLASSES[0], root), (LOGGER_CLASSES[1], root)]
+    callbacks = [entry["class_path"] for entry in trainer["callbacks"]]
+    assert callbacks[0] == "lightning_transfer.callbacks.StopOnNonFiniteLoss"
+    assert callbacks.count("lightning.pytorch.callbacks.ModelCheckpoint") == 2  # the best and the resume point
+
+
+def test_the_shared_loggers_follow_default_root_dir_from_the_command_line(capsys, tmp_path):
+    mine = str(tmp_path / "mine")
+    trainer = _resolved_config(["--config", str(ROOT / "configs/simclr/mnist.yaml"), "--trainer.default_root_dir", mine],
+                               capsys)["trainer"]
+    assert trainer["default_root_dir"] == mine
+    assert [entry["init_args"]["save_dir"] for entry in trainer["logger"]] == [mine, mine]
+
+
+def test_a_recipe_runs_alone_from_another_directory(tmp_path):
+    """One --config, no other flag but short-run limits: both shared loggers write into the recipe's
+    own default_root_dir, relative to the working directory."""
+    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+             "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+             "--data.init_args.batch_size", "32", "--data.init_args.knn_bank_size", "256"]
+    subprocess.run([sys.executable, "-m", "lightning_transfer.cli", "fit", "--config", str(ROOT / "configs/simclr/mnist.yaml"),
+                    *short], cwd=tmp_path, capture_output=True, text=True, check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    version = tmp_path / "runs/simclr_mnist/lightning_logs/version_0"
+    assert (version / "metrics.csv").is_file() and list(version.glob("events.out.tfevents.*"))

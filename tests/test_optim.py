@@ -1,10 +1,11 @@
-"""LARS against its equations, the parameter split and the warmup schedules."""
+"""LARS against its equations, the parameter split, the warmup schedules and the settings check."""
 import math
 
 import pytest
 import torch
 
-from lightning_transfer.optim import LARS, build_optimizer, split_decay_groups, warmup_factor
+from lightning_transfer.errors import UserInputError
+from lightning_transfer.optim import LARS, build_optimizer, check_optimization_settings, split_decay_groups, warmup_factor
 
 
 def test_lars_step_matches_equations_and_excluded_groups_are_plain_sgd_momentum():
@@ -35,6 +36,19 @@ def test_split_decay_groups_excludes_bias_and_norm_and_frozen():
     assert len(no_decay["params"]) == 4 and no_decay["weight_decay"] == 0.0 and no_decay["lars_exclude"]
 
 
+def test_split_decay_groups_for_fine_tuning_keeps_frozen_parameters_and_names_the_groups():
+    """Gradual unfreezing puts parameters that are frozen now into the optimizer from the start, in
+    groups named for LearningRateMonitor, each with its own lr."""
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    net.requires_grad_(False)
+    decay, no_decay = split_decay_groups(net.named_parameters(), 0.05, name="encoder.1", keep_frozen=True, lr=0.5)
+    assert decay == {"params": [net[0].weight, net[2].weight], "weight_decay": 0.05, "name": "encoder.1", "lr": 0.5}
+    assert list(no_decay) == ["params", "weight_decay", "lars_exclude", "name", "lr"]
+    assert no_decay["params"] == [net[0].bias, net[1].weight, net[1].bias, net[2].bias]
+    assert (no_decay["weight_decay"], no_decay["lars_exclude"], no_decay["name"], no_decay["lr"]) == (0.0, True, "encoder.1.no_decay", 0.5)
+    assert split_decay_groups(net.named_parameters(), 0.05, name="encoder.1") == []  # frozen ones left out by default
+
+
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
 def test_warmup_factor_formula(schedule):
     warmup, total = 10, 110
@@ -46,9 +60,31 @@ def test_warmup_factor_formula(schedule):
     assert warmup_factor(total, warmup, total, schedule) == pytest.approx(0.0 if schedule != "constant" else 1.0, abs=1e-12)
 
 
-def test_build_optimizer_rejects_unknown_names():
-    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
+def test_build_optimizer_and_warmup_factor_reject_unknown_names():
+    with pytest.raises(UserInputError, match="unknown optimizer 'adagrad'; choose one of lars, adamw, sgd, adam"):
         build_optimizer("adagrad", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
+    with pytest.raises(UserInputError, match="unknown schedule 'step'; choose one of cosine, linear, constant"):
+        warmup_factor(0, 1, 10, "step")
+
+
+GOOD = {"optimizer": "lars", "lr": 0.3, "weight_decay": 1e-6, "momentum": 0.9, "betas": (0.9, 0.999),
+        "warmup_steps": None, "warmup_fraction": 0.1, "schedule": "cosine", "min_lr_factor": 0.0}
+
+
+def test_check_optimization_settings_accepts_usable_settings():
+    check_optimization_settings(**GOOD)
+    check_optimization_settings(**{**GOOD, "optimizer": "AdamW", "betas": [0.0, 0.5], "warmup_steps": 10, "momentum": 0.0,
+                                   "weight_decay": 0, "min_lr_factor": 1})
+
+
+@pytest.mark.parametrize("setting, value", [("optimizer", "adagrad"), ("lr", 0), ("lr", float("inf")), ("lr", True),
+                                            ("weight_decay", -1e-4), ("momentum", 1), ("betas", (0.9, 0.99, 0.999)),
+                                            ("betas", ("0.9", 0.999)), ("warmup_steps", -5), ("warmup_fraction", 1),
+                                            ("schedule", "Cosine"), ("min_lr_factor", 2)])
+def test_check_optimization_settings_names_the_bad_setting_and_its_value(setting, value):
+    with pytest.raises(UserInputError) as info:
+        check_optimization_settings(**{**GOOD, setting: value})
+    assert setting in str(info.value) and repr(value) in str(info.value)
 
 
 @pytest.mark.parametrize("name", ["adamw", "adam"])

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_transfer import ImageDataModule, SimCLRModule
 from lightning_transfer import plots
-from lightning_transfer.callbacks import EmbeddingProjectionPlot, TrainingCurvesPlot, share_log_version
+from lightning_transfer.callbacks import EmbeddingProjectionPlot, TrainingCurvesPlot, loggers_sharing_one_version
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.evaluation import extract_features
 from lightning_transfer.modules.finetune import FineTuneModule
@@ -59,10 +59,11 @@ class Regression(pl.LightningModule):
 
 def fit_regression(logger, epochs: int = 2, callbacks=()) -> Regression:
     module = Regression()
+    if isinstance(logger, list):  # built with save_dir alone
+        logger = loggers_sharing_one_version(logger, [{"save_dir": each.save_dir} for each in logger])
     trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, logger=logger, log_every_n_steps=1, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
                          callbacks=list(callbacks))
-    share_log_version(trainer)
     trainer.fit(module, DataLoader(Points(12), batch_size=4), DataLoader(Points(4), batch_size=4))
     return module
 

@@ -138,7 +138,8 @@ def test_readme_bash_block_runs(block, workdir, capsys):
         run_command(command, workdir, workdir / "cache")
     err = capsys.readouterr().err
     if "my_images" in block:
-        assert (workdir / "runs/my_simclr/encoder.pt").is_file() and (workdir / "runs/my_classifier/encoder.pt").is_file()
+        assert (workdir / "runs/my_simclr/encoder/encoder.safetensors").is_file()
+        assert (workdir / "runs/my_classifier/encoder/encoder.json").is_file()
         assert "uses the best checkpoint of the last fit" in err
         assert (workdir / "runs/my_classifier/predictions/predictions.csv").read_text().startswith("index,prediction,label,prob_0")
         logs = workdir / "runs/my_classifier/lightning_logs"  # what "Bringing your own data" says lands there

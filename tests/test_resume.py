@@ -100,8 +100,8 @@ def test_bert_pretraining_with_dropout_and_masking_resumes_exactly_mid_epoch(tmp
     corpus = _toy_corpus(tmp_path / "corpus.txt")
 
     def data():
-        return TextPretrainDataModule(source=str(corpus), vocab_size=64, min_frequency=1, max_seq_length=16, nsp=True,
-                                      batch_size=8, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
+        return TextPretrainDataModule(source=str(corpus), tokenizer_vocab_size=64, min_frequency=1, max_seq_length=16,
+                                      nsp=True, batch_size=8, val_fraction=0.0, cache_dir=str(tmp_path / "cache"))
 
     def module():
         return BertPretrainModule(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,

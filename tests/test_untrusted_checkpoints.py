@@ -89,7 +89,7 @@ def test_export_refuses_such_a_checkpoint_with_one_error_line_and_exports_it_wit
     ``lightning-transfer: error:`` line (nothing unpickled, nothing written); with ``--trust-checkpoint``
     it writes the encoder, which loads with the checkpoint's weights."""
     path, marker = hostile_checkpoint
-    out = tmp_path / "encoder.pt"
+    out = tmp_path / "encoder"
     with pytest.raises(SystemExit) as done:
         export_main([str(path), str(out)])
     err = capsys.readouterr().err.strip()
@@ -98,7 +98,7 @@ def test_export_refuses_such_a_checkpoint_with_one_error_line_and_exports_it_wit
     assert not marker.exists() and not out.exists()
     with pytest.warns(UserWarning, match="unpickled in full"):
         export_main([str(path), str(out), "--trust-checkpoint"])
-    assert marker.is_dir() and out.is_file()
+    assert marker.is_dir() and (out / "encoder.safetensors").is_file() and (out / "encoder.json").is_file()
     encoder = load_encoder(str(out)).encoder
     assert all(torch.equal(encoder.state_dict()[k], v) for k, v in simclr_checkpoint[1].backbone_state_dict().items())
 
@@ -140,7 +140,7 @@ def simclr_custom(tmp_path):
 
 
 def bert_pretrain(tmp_path):
-    data = TextPretrainDataModule(source=toy_corpus(tmp_path / "corpus.txt"), vocab_size=60, min_frequency=1,
+    data = TextPretrainDataModule(source=toy_corpus(tmp_path / "corpus.txt"), tokenizer_vocab_size=60, min_frequency=1,
                                   max_seq_length=16, batch_size=4, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
     module = BertPretrainModule(vocab_size=None, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                                 intermediate_size=32, max_position_embeddings=16, warmup_steps=0)

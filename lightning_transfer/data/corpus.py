@@ -27,6 +27,7 @@ import gzip
 import hashlib
 import json
 import lzma
+import math
 import os
 import re
 import warnings
@@ -244,32 +245,63 @@ def read_text_file(path: Path) -> str:
     return "\n".join(lines)
 
 
+_TABLE_BUILDERS = {  # suffix -> datasets' packaged builder and its options
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+}
+
+
 def read_table(path: Path):
     """A pandas DataFrame from a ``.csv``/``.tsv``/``.json``/``.jsonl``/``.parquet`` file (optionally
-    compressed); unreadable, binary or non-UTF-8 files raise :class:`UserInputError`."""
-    import pandas as pd
+    compressed), read with ``datasets.load_dataset(<csv|json|parquet>, data_files=path)``. A ``.json``
+    file may hold a list of records, JSON Lines, or one object of columns (pandas' default
+    ``to_json``). Empty, unreadable, binary or non-UTF-8 files raise :class:`UserInputError`."""
+    import tempfile
+
+    import datasets
+    import pyarrow
 
     suffix = _base_suffix(path)
+    if suffix not in _TABLE_BUILDERS:
+        raise UserInputError(f"{path}: unsupported table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
+    if path.stat().st_size == 0:
+        raise UserInputError(f"cannot read {path} as {suffix[1:]}: the file is empty")
+    builder, options = _TABLE_BUILDERS[suffix]
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path, encoding="utf-8")
-        if suffix == ".tsv":
-            return pd.read_csv(path, sep="\t", encoding="utf-8")
-        if suffix == ".jsonl":
-            return pd.read_json(path, lines=True, encoding="utf-8")
-        if suffix == ".json":
-            try:
-                return pd.read_json(path, encoding="utf-8")
-            except ValueError:
-                return pd.read_json(path, lines=True, encoding="utf-8")
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-    except UnicodeDecodeError:
-        raise UserInputError(f"{path} is not UTF-8; convert it, e.g. iconv -f latin1 -t utf-8") from None
-    except Exception as error:  # pandas/pyarrow raise many types for malformed files
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        with tempfile.TemporaryDirectory() as cache:  # read once into memory; leave no Arrow copy behind
+            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
+                                          keep_in_memory=True, **options)
+    # What the builders raise for a file they cannot parse: DatasetGenerationError around the parser's
+    # error (pandas' ParserError, pyarrow's ArrowInvalid, UnicodeDecodeError), a bare ArrowException for
+    # a broken parquet footer, and ValueError for a file without any row. Each is the user's file, not a bug.
+    except (datasets.exceptions.DatasetGenerationError, pyarrow.ArrowException, ValueError) as error:
+        causes = _cause_chain(error)
+        if any(isinstance(cause, UnicodeDecodeError) for cause in causes):
+            raise UserInputError(f"{path} is not UTF-8; convert it, e.g. iconv -f latin1 -t utf-8") from None
+        if isinstance(error, ValueError) and "corresponds to no data" in str(error):
+            raise UserInputError(f"cannot read {path} as {suffix[1:]}: the file has no rows") from None
+        root = causes[-1] if isinstance(error, datasets.exceptions.DatasetGenerationError) else error
+        message = str(root).splitlines()[0] if str(root) else type(root).__name__
         raise UserInputError(f"cannot read {path} as {suffix[1:]}: {message}") from None
-    raise UserInputError(f"{path}: unsupported table format {suffix!r}; use one of {', '.join(TABLE_SUFFIXES)}")
+    if suffix == ".json" and _is_object_of_columns(table):
+        row = table[0]  # datasets reads {"column": {"0": value, ...}} / {"column": [values]} as one row
+        table = datasets.Dataset.from_dict({k: list(v.values()) if isinstance(v, dict) else v for k, v in row.items()})
+    return table.to_pandas()
+
+
+def _cause_chain(error: BaseException) -> list[BaseException]:
+    chain = [error]
+    while (cause := chain[-1].__cause__ or chain[-1].__context__) is not None and cause not in chain:
+        chain.append(cause)
+    return chain
+
+
+def _is_object_of_columns(table) -> bool:
+    """One row whose every value is a dict or a list: a JSON file holding one object of columns."""
+    return len(table) == 1 and all(isinstance(value, (dict, list)) for value in table[0].values())
 
 
 def _require_columns(available: Sequence[str], wanted: Sequence[str | None], where: str) -> None:
@@ -283,7 +315,7 @@ def _require_columns(available: Sequence[str], wanted: Sequence[str | None], whe
 def _as_texts(values: Sequence) -> list[str]:
     out = []
     for value in values:
-        if value is None or (isinstance(value, float) and value != value):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             continue
         out.append(value if isinstance(value, str) else str(value))
     return out
@@ -300,7 +332,9 @@ def _load_hub(source: Source) -> dict:
         label = source.name + (f" (config {source.hub_config!r})" if source.hub_config else "")
         try:
             loaded = datasets.load_dataset(source.name, source.hub_config)
-        except Exception as error:  # ConnectionError offline, DatasetNotFoundError, bad config, ...
+        # A broad except: load_dataset fails with many types (ConnectionError offline, DatasetNotFoundError,
+        # a bad config name, ...); each means this source cannot be read, reported as one line.
+        except Exception as error:  # noqa: BLE001
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise UserInputError(
                 f"could not load Hugging Face Hub dataset {label} ({type(error).__name__}: {first}); Hub "
@@ -390,9 +424,9 @@ def read_labeled(
             frame = read_table(path)
             _require_columns(list(frame.columns), columns, str(path))
             part = _frame_to_split(frame, text_column, text_pair_column, label_column)
-            for key in parts:
-                if parts[key] is not None:
-                    parts[key].extend(part[key])
+            for key, values in parts.items():
+                if values is not None:
+                    values.extend(part[key])
         if not parts["text"]:
             raise UserInputError(f"{', '.join(map(str, paths))}: no rows with text in column {text_column!r}")
         splits[split] = parts
@@ -423,7 +457,7 @@ def _frame_to_split(frame, text_column: str, text_pair_column: str | None, label
 # ----------------------------------------------------------------------------------------------
 _BOUNDARY = re.compile(r"""[.!?]+["'”’)\]]*(?=\s+\S)""")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st jr sr vs etc e.g i.e mt inc ltd co gen col lt sgt capt rev fig approx dept est vol".split()
+    ["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "mt", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "capt", "rev", "fig", "approx", "dept", "est", "vol"]
 )
 _LAST_WORD = re.compile(r"([\w.]+)[.]$")
 

@@ -3,7 +3,8 @@
 Every source ends up as a dataset of ``(uint8 C x H x W image, int label)`` pairs (label ``-1`` when
 unknown). Batches stay uint8 through the DataLoader; the augmentation runs once per *batch* with
 per-sample randomness (:mod:`lightning_transfer.data.augment`), either in the loader workers or, on
-a GPU, on the device in :meth:`ImageDataModule.on_after_batch_transfer`.
+a GPU, on the device in :meth:`ImageDataModule.on_after_batch_transfer`, with the same views either
+way (:class:`BatchTransform` gives every batch its seed).
 
 Sources:
 - ``mnist_demo``: the 5,000 offline MNIST digits (DESIGN.md), stratified seeded train/val/test split.
@@ -28,6 +29,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from lightning_transfer import distributed
 from lightning_transfer.data.augment import EvalTransform, SimCLRAugmentation
 from lightning_transfer.data.resumable import ResumableDataLoader, mix_seed
 from lightning_transfer.data.sources import load_mnist_demo
@@ -164,12 +166,18 @@ class BatchTransform:
 
     ``views=2`` gives ``{"views": (v1, v2), "labels"}`` (SimCLR); ``views=1`` gives
     ``{"images", "labels"}``. With ``deferred=True`` the transform is left to
-    ``on_after_batch_transfer`` and the batch carries ``{"raw", "transform", "labels"}`` (plus, for
-    the training transform, ``"seed"``: the seed of that batch's augmentation).
+    ``on_after_batch_transfer`` and the batch carries ``{"raw", "transform", "labels"}`` (plus
+    ``"seed"`` for a random transform).
 
-    Randomness of the training transform: its own generator, seeded from (``seed``, epoch, rank,
-    DataLoader worker seed) when :class:`~lightning_transfer.data.resumable.ResumableDataLoader`
-    calls :meth:`set_epoch`, so a resumed run augments every batch as the uninterrupted run did.
+    Randomness, one path wherever the transform runs: a random (training) transform has a
+    ``seed``. Every batch draws its own seed from a generator seeded with (``seed``, DataLoader
+    worker seed, epoch, process rank), and that batch's augmentation draws from a generator with
+    the batch's seed, here (``deferred=False``) or after the transfer (:meth:`apply` with the
+    batch's ``"seed"``). So the views do not depend on where they are made, each process of a DDP
+    run draws its own (Lightning seeds every process alike), and a resumed run augments every batch
+    as the uninterrupted one did: :class:`~lightning_transfer.data.resumable.ResumableDataLoader`
+    calls :meth:`set_epoch` and replays the epoch's batches. ``seed=None``: a deterministic
+    transform (evaluation); a random one would draw from torch's global generator.
     """
 
     def __init__(self, transform: torch.nn.Module, views: int, name: str, deferred: bool, seed: int | None = None):
@@ -184,30 +192,32 @@ class BatchTransform:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _own_generator(self) -> torch.Generator | None:
+    def _batch_seed(self) -> int | None:
+        """The next batch's seed from this process's stream; None without ``seed``."""
         if self.seed is None:
             return None
         info = torch.utils.data.get_worker_info()
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-        key = (os.getpid(), info.seed if info is not None else None, self.epoch, rank)
+        key = (os.getpid(), info.seed if info is not None else None, self.epoch, distributed.rank())
         if self._generator is None or self._generator_key != key:
             self._generator = torch.Generator().manual_seed(mix_seed("augment", self.seed, *key[1:]))
             self._generator_key = key
-        return self._generator
+        return int(torch.randint(0, 2**62, (), generator=self._generator))
 
     def __call__(self, samples) -> dict[str, Any]:
         images, labels = collate_images(samples)
-        generator = self._own_generator()
+        seed = self._batch_seed()
         if self.deferred:
             batch = {"raw": images, "transform": self.name, "labels": labels}
-            if generator is not None:
-                batch["seed"] = int(torch.randint(0, 2**62, (), generator=generator))
+            if seed is not None:
+                batch["seed"] = seed
             return batch
-        return self.apply(images, labels, generator)
+        return self.apply(images, labels, seed)
 
-    def apply(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, Any]:
-        """``generator``: the random stream of a random (training) transform; None: torch's default."""
-        transform = self.transform if generator is None else partial(self.transform, generator=generator)
+    def apply(self, images: torch.Tensor, labels: torch.Tensor, seed: int | None = None) -> dict[str, Any]:
+        """The model's input dict; ``seed``: the batch's seed (see the class docstring)."""
+        transform = self.transform
+        if seed is not None:
+            transform = partial(self.transform, generator=torch.Generator().manual_seed(int(seed)))
         if self.views == 2:
             return {"views": (transform(images), transform(images)), "labels": labels}
         return {"images": transform(images), "labels": labels}
@@ -228,7 +238,7 @@ class ImageDataModule(pl.LightningDataModule):
     are decoded to before the random crop (default ``image_size``; 256 for 224 px crops keeps
     detail). ``augment_on``: ``"loader"`` (in the DataLoader
     workers), ``"device"`` (in ``on_after_batch_transfer``) or ``"auto"`` (device on GPU or without
-    workers, loader otherwise).
+    workers, loader otherwise); it changes the speed, not the views.
     """
 
     def __init__(
@@ -415,11 +425,11 @@ class ImageDataModule(pl.LightningDataModule):
         train = name == "train"
         views = 2 if train and self.hparams.mode == "simclr" else 1
         transform = self.train_augmentation() if train else self.eval_transform()
-        return BatchTransform(transform, views, name, deferred=self._augment_on_device())
+        seed = self.hparams.seed if train else None
+        return BatchTransform(transform, views, name, deferred=self._augment_on_device(), seed=seed)
 
     def train_dataloader(self) -> DataLoader:
         transform = self._transform("train")
-        transform.seed = self.hparams.seed
         workers = self.hparams.num_workers
         return ResumableDataLoader(
             self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=self.hparams.drop_last,
@@ -456,27 +466,10 @@ class ImageDataModule(pl.LightningDataModule):
         return self.hparams.eval_batch_size or self.hparams.batch_size
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if isinstance(batch, dict) and "raw" in batch:
+        if isinstance(batch, dict) and "raw" in batch:  # deferred: transform on the device
             transform = self._device_transforms(batch["raw"].device)[batch["transform"]]
-            generator = None
-            if "seed" in batch:  # the collate function's per-batch seed: reproducible, and resumable
-                generator = torch.Generator().manual_seed(int(batch["seed"]))
-            elif batch["transform"] == "train":
-                generator = self._rank_generator()
-            return transform.apply(batch["raw"], batch["labels"], generator)
+            return transform.apply(batch["raw"], batch["labels"], batch.get("seed"))
         return batch
-
-    def _rank_generator(self) -> torch.Generator | None:
-        """Under DDP, a CPU generator seeded from (torch's seed, rank) for augmentations made in the main
-        process: every process is seeded alike (``seed_everything``), so the default generator would
-        give sample ``i`` of every process the same crop, jitter and flip. None with one process."""
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_world_size() < 2:
-            return None
-        rank = torch.distributed.get_rank()
-        if getattr(self, "_generator_rank", None) != rank:
-            self._generator = torch.Generator().manual_seed((torch.initial_seed() * 1_000_003 + rank) % 2**63)
-            self._generator_rank = rank
-        return self._generator
 
     def _device_transforms(self, device: torch.device) -> dict[str, BatchTransform]:
         cached = getattr(self, "_on_device", None)

@@ -15,9 +15,7 @@ from the first batch, with a new shuffle. :class:`ResumableDataLoader` is statef
   when the resumed pass is about to fetch its first new batch (after the discarded ones), which is
   where the interrupted run was when it wrote the checkpoint: dropout then draws what the
   uninterrupted run drew, whatever hooks drew from the global RNG since the load. (Lightning itself
-  does not checkpoint random states. It loads the loader's state before the ``on_train_start`` hooks
-  when it builds the loader after restoring the checkpoint, e.g. ``max_epochs=-1``; otherwise
-  :func:`restore_loader_states` loads it in ``on_train_start``.)
+  does not checkpoint random states.)
 - under DDP each process has its own random stream, but Lightning writes the checkpoint from process
   0 only: ``state_dict()`` gathers the states of all processes (``"rng_per_rank"``, in rank order,
   next to ``"rng"``, this process's own) and ``load_state_dict()`` gives each process its own back.
@@ -25,6 +23,13 @@ from the first batch, with a new shuffle. :class:`ResumableDataLoader` is statef
   processes than were saved) falls back to ``"rng"``, process 0's. The gather is a collective: all
   processes must call ``state_dict()`` together, as Lightning does when it dumps a checkpoint
   (``Trainer.save_checkpoint`` runs on every process; only process 0 writes).
+
+Lightning saves ``state_dict()`` in every checkpoint and hands it back to ``load_state_dict()``
+when it builds the train loader after restoring the checkpoint. A ``configure_optimizers`` that
+reads ``trainer.estimated_stepping_batches`` (all of ours: the LR schedule spans the run) makes it
+build the loader before, and Lightning then never loads the state (Lightning issue #20550): the
+:class:`ResumeTrainLoaders` callback, which :class:`~lightning_transfer.modules.base.OptimizedModule`
+adds to every fit, hands it over with public hooks only.
 
 Lightning does not prefetch from a loader with a length, so "handed out" is "consumed" when a
 checkpoint is written. Exact for ``num_workers=0`` and for workers without ``persistent_workers``
@@ -36,6 +41,8 @@ import hashlib
 from typing import Any, Iterator
 
 import torch
+from lightning.pytorch import Callback
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
 from lightning_transfer import distributed
@@ -79,7 +86,7 @@ class ResumableDataLoader(DataLoader):
 
     def _pass(self) -> Iterator[Any]:
         # A generator: nothing happens until the first batch is asked for, so a state loaded after
-        # Lightning called iter() (see restore_loader_states) still applies.
+        # Lightning called iter() (by ResumeTrainLoaders, in on_train_start) still applies.
         rng, self._resume_rng = self._resume_rng, None
         if self._resume is not None:
             epoch, skip = self._resume
@@ -104,24 +111,40 @@ class ResumableDataLoader(DataLoader):
             yield batch
 
 
-def restore_loader_states(trainer) -> None:
-    """Hand the checkpointed train-loader states to the loaders, if Lightning has not.
+class ResumeTrainLoaders(Callback):
+    """Gives each :class:`ResumableDataLoader` among the train loaders the state that Lightning saved
+    for it in the checkpoint, in ``on_train_start`` (before the first batch is drawn).
 
-    Lightning loads them only when it builds the train loader after restoring the checkpoint; a
-    module whose ``configure_optimizers`` reads ``trainer.estimated_stepping_batches`` (all of ours:
-    the LR schedule spans the run) makes it build the loader earlier, and the states are then never
-    loaded. Called from ``on_train_start``, before the first batch is drawn."""
-    fit_loop = trainer.fit_loop
-    if getattr(fit_loop, "_combined_loader_states_to_load", None) and fit_loop._combined_loader is not None:
-        fit_loop._combined_loader._load_state_dicts(fit_loop._combined_loader_states_to_load)
-        fit_loop._combined_loader_states_to_load = []
-        # Saved after the epoch's last batch but before the loader ran dry (limit_train_batches):
-        # Lightning goes on with the next epoch, so must the loaders.
-        for loader in fit_loop._combined_loader.flattened:
-            if isinstance(loader, ResumableDataLoader) and loader._resume is not None:
-                epoch, consumed = loader._resume
-                if consumed >= trainer.num_training_batches:
-                    loader._resume = (epoch, len(loader))
+    Lightning loads these states itself only when it builds the train loaders after restoring the
+    checkpoint (see the module docstring); loading the same state twice is harmless, since a
+    :class:`ResumableDataLoader` applies it only when its next pass starts. The states are read from
+    the checkpoint's fit-loop section (``loops/fit_loop/state_dict/combined_loader``, a layout that
+    Lightning's checkpoint migrations maintain), one per stateful train loader in flattened order.
+
+    A checkpoint saved after the last batch that ``limit_train_batches`` lets an epoch have, but
+    before the loader ran dry, resumes in the next epoch, as Lightning does."""
+
+    def __init__(self) -> None:
+        self.states: list[dict[str, Any]] = []
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        fit_loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self.states = list(fit_loop.get("state_dict", {}).get("combined_loader", []))
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        states, self.states = self.states, []
+        if not states or trainer.train_dataloader is None:
+            return
+        loaders = CombinedLoader(trainer.train_dataloader).flattened
+        stateful = [loader for loader in loaders if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")]
+        if len(stateful) != len(states):
+            raise RuntimeError(f"the checkpoint holds the states of {len(states)} stateful train loaders, this fit has "
+                               f"{len(stateful)}: resume with the train loaders that wrote it")
+        for loader, state in zip(stateful, states):
+            if isinstance(loader, ResumableDataLoader):
+                if state["consumed"] >= trainer.num_training_batches:  # the epoch is over for Lightning
+                    state = {**state, "consumed": len(loader)}
+                loader.load_state_dict(state)
 
 
 def _rng_state() -> dict[str, Any]:

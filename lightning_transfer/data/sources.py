@@ -85,8 +85,16 @@ PATH_ALIASES = {"minilm_demo": minilm_directory}
 offline MiniLM-L6 directory above."""
 
 
-def resolve_path(value: str | Path) -> Path:
-    """``value`` as a path: aliases in :data:`PATH_ALIASES` resolved, ``~`` expanded. Whether the
-    path exists is the caller's business (each says what it expected there)."""
+def resolve_path(value: str | Path, *, what: str | None = None, expected: str | None = None) -> Path:
+    """``value`` as a path: aliases in :data:`PATH_ALIASES` resolved, ``~`` expanded; the one path
+    resolver for every path argument (``pretrained``, ``tokenizer``, ...).
+
+    With ``what`` (the argument's name) the path must exist, else :class:`UserInputError`
+    ``"<what>=<value>: no such file or directory"``, followed by ``expected`` (what belongs there) when
+    given. Without ``what``, whether it exists is the caller's business. An alias whose demo package is
+    missing raises the ``pip install`` hint (:func:`demo_package_path`)."""
     text = str(value)
-    return PATH_ALIASES[text]() if text in PATH_ALIASES else Path(text).expanduser()
+    path = PATH_ALIASES[text]() if text in PATH_ALIASES else Path(text).expanduser()
+    if what is not None and not path.exists():
+        raise UserInputError(f"{what}={value}: no such file or directory" + (f"; {expected}" if expected else ""))
+    return path

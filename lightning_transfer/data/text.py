@@ -1,42 +1,36 @@
-"""Text for BERT: pretraining examples (NSP pairs or packed sequences), dynamic MLM collation, and the
-two DataModules, :class:`TextPretrainDataModule` and :class:`TextClassificationDataModule`.
+"""The two text DataModules: :class:`TextPretrainDataModule` (unlabeled text -> BERT pretraining
+batches) and :class:`TextClassificationDataModule` (labeled text -> fine-tuning batches).
 
 Pretraining pipeline (``TextPretrainDataModule``):
 
 1. read the corpus as documents (:func:`~lightning_transfer.data.corpus.read_corpus`) and split the
    *documents* into train / validation with ``seed``;
-2. split each document into sentences (:func:`~lightning_transfer.data.corpus.split_sentences`) and
-   tokenize them once with ``datasets.Dataset.map`` (batched, ``num_proc`` processes, progress bar);
+2. split each document into sentences and tokenize them once
+   (:func:`~lightning_transfer.data.encoding.tokenize_corpus`);
 3. build fixed-length examples: NSP pairs exactly as Google's ``create_pretraining_data.py``
-   (:func:`create_nsp_examples`) or RoBERTa's FULL-SENTENCES packing (:func:`pack_sequences`);
-4. save them under ``cache_dir`` with a key that hashes everything they depend on, so a second run
-   loads them instead of tokenizing again;
-5. mask dynamically in the collator (:class:`PretrainingCollator`): a new mask every time a batch is
-   drawn, from a seeded generator.
-
-A sentence longer than the model is not an error: in NSP pairs it is truncated like any over-long
-pair (tokens removed from the longer side, at random from the front or the back); in packed
-sequences it is cut into pieces of the maximal length so no token is lost.
+   (:func:`~lightning_transfer.data.pretraining_examples.create_nsp_examples`) or RoBERTa's
+   FULL-SENTENCES packing (:func:`~lightning_transfer.data.pretraining_examples.pack_sequences`);
+4. save them under ``cache_dir`` with a key that hashes everything they depend on
+   (:mod:`lightning_transfer.data.text_cache`), so a second run loads them instead of tokenizing again;
+5. mask dynamically in the collator (:class:`~lightning_transfer.data.collators.PretrainingCollator`):
+   a new mask every time a batch is drawn, from a seeded generator.
 """
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
-import shutil
-import uuid
 import warnings
-import zlib
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from lightning_transfer.data.collators import (
+    ClassificationCollator,
+    PretrainingCollator,
+)
 from lightning_transfer.data.corpus import (
     LabeledSplits,
     Source,
@@ -45,428 +39,43 @@ from lightning_transfer.data.corpus import (
     read_labeled,
     resolve_source,
     source_fingerprint,
-    split_sentences,
+)
+from lightning_transfer.data.encoding import (
+    EncodeClassification,
+    encode_labels,
+    tokenize_corpus,
+)
+from lightning_transfer.data.pretraining_examples import (
+    check_max_seq_length,
+    create_nsp_examples,
+    empty_columns,
+    example_features,
+    pack_sequences,
 )
 from lightning_transfer.data.resumable import ResumableDataLoader
 from lightning_transfer.data.sources import resolve_path
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
+from lightning_transfer.data.text_cache import (
+    CACHE_VERSION,
+    cache_key,
+    cached_tokenizer,
+    has_examples,
+    load_examples,
+    save_examples,
+)
 from lightning_transfer.errors import UserInputError
 
-CACHE_VERSION = "text-pretrain-v1"
-MIN_SEQ_LENGTH = 8
-Segments = Sequence[Sequence[int]]  # one document: its sentences as token-id lists
-
-
-# ----------------------------------------------------------------------------------------------
-# Example construction (pure functions over token ids)
-# ----------------------------------------------------------------------------------------------
-def _empty_columns(word_ids: bool, nsp: bool) -> dict[str, list]:
-    columns: dict[str, list] = {"input_ids": [], "token_type_ids": [], "special_tokens_mask": [], "length": []}
-    if word_ids:
-        columns["word_ids"] = []
-    if nsp:
-        columns["next_sentence_label"] = []
-    return columns
-
-
-def _word_ids(parts: Sequence[tuple[list[int] | None, Sequence[int] | None]]) -> list[int]:
-    """Word ids for a sequence laid out as ``parts``: ``(None, None)`` is a special token (id -1),
-    ``(tokens, starts)`` a run of tokens whose ``starts`` flags mark the first token of each word.
-    The first token of each run starts a word (a run may begin mid-word after truncation)."""
-    out, word = [], -1
-    for tokens, starts in parts:
-        if tokens is None:
-            out.append(-1)
-            continue
-        for k, start in enumerate(starts):
-            if start or k == 0:
-                word += 1
-            out.append(word)
-    return out
-
-
-def _truncate_pair(len_a: int, len_b: int, max_tokens: int, rng: random.Random) -> tuple[int, int, int, int]:
-    """Google's ``truncate_seq_pair`` on lengths: drop one token at a time from the longer side, from
-    its front or back with p=0.5, until ``len_a + len_b <= max_tokens``. Returns how many tokens to
-    drop from (front of A, back of A, front of B, back of B)."""
-    cut = [0, 0, 0, 0]
-    while len_a + len_b > max_tokens:
-        if len_a > len_b:
-            cut[0 if rng.random() < 0.5 else 1] += 1
-            len_a -= 1
-        else:
-            cut[2 if rng.random() < 0.5 else 3] += 1
-            len_b -= 1
-    return cut[0], cut[1], cut[2], cut[3]
-
-
-def _progress(documents: Sequence, description: str | None):
-    """``enumerate(documents)``, with a tqdm progress bar when ``description`` is given."""
-    if description is None:
-        return enumerate(documents)
-    from tqdm.auto import tqdm
-
-    return tqdm(enumerate(documents), total=len(documents), desc=description, unit="doc")
-
-
-def create_nsp_examples(
-    documents: Sequence[Segments],
-    max_seq_length: int,
-    cls_id: int,
-    sep_id: int,
-    rng: random.Random,
-    short_seq_prob: float = 0.1,
-    word_starts: Sequence[Sequence[Sequence[int]]] | None = None,
-    progress: str | None = None,
-) -> dict[str, list]:
-    """Sentence-pair examples for MLM + next sentence prediction, as Google's
-    ``create_instances_from_document`` (one pass over the data, i.e. ``dupe_factor=1``).
-
-    For each document a target length is drawn (``max_seq_length - 3``, or with probability
-    ``short_seq_prob`` a uniform length in ``[2, max_seq_length - 3]``); sentences accumulate into a
-    chunk until it reaches the target or the document ends. Segment A is the chunk's first ``k``
-    sentences (``k`` uniform in ``[1, len(chunk) - 1]``); segment B is the rest of the chunk
-    (``next_sentence_label = 0``), or with p=0.5 -- always when the chunk has one sentence -- a run of
-    sentences from a random start in another document (``label 1``), in which case the unused
-    sentences of the chunk are put back. The pair is truncated to fit (:func:`_truncate_pair`).
-
-    Args:
-        documents: per document, its sentences as non-empty token-id lists (special tokens excluded).
-        word_starts: same nesting as ``documents``, 1 where a token starts a word; when given, the
-            output has ``word_ids`` (-1 at special tokens) for whole-word masking.
-        rng: the only source of randomness; the same state gives the same examples.
-        progress: show a progress bar over the documents with this description (``None``: none).
-
-    About half of the pairs get label 1; more when documents are short, because a chunk of a single
-    sentence (a one-sentence document, or the last sentence of one) can only take a random B.
-
-    Returns:
-        Columns ``input_ids`` (``[CLS] A [SEP] B [SEP]``), ``token_type_ids`` (0 for CLS, A and the
-        first SEP, 1 for B and the last SEP), ``special_tokens_mask``, ``next_sentence_label``,
-        ``length`` and optionally ``word_ids``; every sequence is at most ``max_seq_length`` long.
-    """
-    if max_seq_length < MIN_SEQ_LENGTH:
-        raise UserInputError(f"max_seq_length must be at least {MIN_SEQ_LENGTH}, got {max_seq_length}")
-    max_tokens = max_seq_length - 3
-    columns = _empty_columns(word_starts is not None, nsp=True)
-
-    def gather(doc: int, sentences: Sequence[int]) -> tuple[list[int], list[int] | None]:
-        tokens = [t for j in sentences for t in documents[doc][j]]
-        starts = [s for j in sentences for s in word_starts[doc][j]] if word_starts is not None else None
-        return tokens, starts
-
-    for doc_index, document in _progress(documents, progress):
-        target = max_tokens
-        if rng.random() < short_seq_prob:
-            target = rng.randint(2, max_tokens)
-        chunk: list[int] = []
-        length = 0
-        i = 0
-        while i < len(document):
-            chunk.append(i)
-            length += len(document[i])
-            if i == len(document) - 1 or length >= target:
-                a_end = rng.randint(1, len(chunk) - 1) if len(chunk) >= 2 else 1
-                tokens_a, starts_a = gather(doc_index, chunk[:a_end])
-                if len(chunk) == 1 or rng.random() < 0.5:
-                    is_random_next = 1
-                    target_b = target - len(tokens_a)
-                    for _ in range(10):  # Google's bounded retry; a one-document corpus reuses itself
-                        random_doc = rng.randint(0, len(documents) - 1)
-                        if random_doc != doc_index:
-                            break
-                    start = rng.randint(0, len(documents[random_doc]) - 1)
-                    picked, picked_length = [], 0
-                    for j in range(start, len(documents[random_doc])):
-                        picked.append(j)
-                        picked_length += len(documents[random_doc][j])
-                        if picked_length >= target_b:
-                            break
-                    tokens_b, starts_b = gather(random_doc, picked)
-                    i -= len(chunk) - a_end  # put the unused sentences back
-                else:
-                    is_random_next = 0
-                    tokens_b, starts_b = gather(doc_index, chunk[a_end:])
-                fa, ba, fb, bb = _truncate_pair(len(tokens_a), len(tokens_b), max_tokens, rng)
-                tokens_a, tokens_b = tokens_a[fa : len(tokens_a) - ba], tokens_b[fb : len(tokens_b) - bb]
-                ids = [cls_id, *tokens_a, sep_id, *tokens_b, sep_id]
-                columns["input_ids"].append(ids)
-                columns["token_type_ids"].append([0] * (len(tokens_a) + 2) + [1] * (len(tokens_b) + 1))
-                columns["special_tokens_mask"].append([1] + [0] * len(tokens_a) + [1] + [0] * len(tokens_b) + [1])
-                columns["next_sentence_label"].append(is_random_next)
-                columns["length"].append(len(ids))
-                if word_starts is not None:
-                    starts_a, starts_b = starts_a[fa : len(starts_a) - ba], starts_b[fb : len(starts_b) - bb]
-                    columns["word_ids"].append(
-                        _word_ids([(None, None), (tokens_a, starts_a), (None, None), (tokens_b, starts_b), (None, None)])
-                    )
-                chunk, length = [], 0
-            i += 1
-    return columns
-
-
-def pack_sequences(
-    documents: Sequence[Segments],
-    max_seq_length: int,
-    cls_id: int,
-    sep_id: int,
-    word_starts: Sequence[Sequence[Sequence[int]]] | None = None,
-    progress: str | None = None,
-) -> dict[str, list]:
-    """RoBERTa's FULL-SENTENCES packing: whole sentences, in corpus order, fill
-    ``[CLS] ... [SEP]`` sequences of at most ``max_seq_length`` tokens, crossing document boundaries;
-    an extra ``[SEP]`` separates two documents inside one sequence.
-
-    A sentence that does not fit in what is left of the current sequence starts the next one; a
-    sentence longer than ``max_seq_length - 2`` is cut into pieces of that length. Removing the
-    special tokens from all sequences and concatenating them gives back the corpus tokens exactly, in
-    order. Columns as :func:`create_nsp_examples`, without ``next_sentence_label`` (token types all 0).
-    ``progress``: as :func:`create_nsp_examples`.
-    """
-    if max_seq_length < MIN_SEQ_LENGTH:
-        raise UserInputError(f"max_seq_length must be at least {MIN_SEQ_LENGTH}, got {max_seq_length}")
-    budget = max_seq_length - 2
-    columns = _empty_columns(word_starts is not None, nsp=False)
-    parts: list[tuple[list[int] | None, list[int] | None]] = []  # runs of tokens, (None, None) = inner SEP
-    used = 0
-
-    def flush() -> None:
-        nonlocal parts, used
-        if not parts:
-            return
-        ids = [cls_id]
-        special = [1]
-        for tokens, _ in parts:
-            ids.extend(tokens if tokens is not None else [sep_id])
-            special.extend([0] * len(tokens) if tokens is not None else [1])
-        ids.append(sep_id)
-        special.append(1)
-        columns["input_ids"].append(ids)
-        columns["token_type_ids"].append([0] * len(ids))
-        columns["special_tokens_mask"].append(special)
-        columns["length"].append(len(ids))
-        if word_starts is not None:
-            columns["word_ids"].append(_word_ids([(None, None), *parts, (None, None)]))
-        parts, used = [], 0
-
-    for doc_index, document in _progress(documents, progress):
-        for sentence_index, sentence in enumerate(document):
-            starts = word_starts[doc_index][sentence_index] if word_starts is not None else [0] * len(sentence)
-            for offset in range(0, len(sentence), budget):
-                piece, piece_starts = list(sentence[offset : offset + budget]), list(starts[offset : offset + budget])
-                separator = 1 if (sentence_index == 0 and offset == 0 and parts) else 0
-                if used + separator + len(piece) > budget:
-                    flush()
-                    separator = 0
-                if separator:
-                    parts.append((None, None))
-                parts.append((piece, piece_starts))
-                used += separator + len(piece)
-    flush()
-    return columns
-
-
-# ----------------------------------------------------------------------------------------------
-# Collators
-# ----------------------------------------------------------------------------------------------
-def _pad(rows: Sequence[Any], value: int, length: int) -> torch.Tensor:
-    out = torch.full((len(rows), length), value, dtype=torch.long)
-    for i, row in enumerate(rows):
-        row = torch.as_tensor(np.asarray(row, dtype=np.int64))
-        out[i, : len(row)] = row
-    return out
-
-
-def _mix_seed(*parts: object) -> int:
-    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
-
-
-class PretrainingCollator:
-    """Pads a list of pretraining examples and masks them anew on every call.
-
-    Output (Hugging Face key names), all ``int64`` ``B x L`` with ``L`` the longest example:
-    ``input_ids`` (masked), ``attention_mask`` (0 at padding), ``token_type_ids``, ``labels`` (the
-    original id where a token was selected for prediction, -100 elsewhere; never at special tokens or
-    padding), plus ``next_sentence_label`` (``B``) when the examples have it.
-
-    Randomness: a ``torch.Generator`` per process, seeded from (``seed``, the DataLoader worker seed,
-    the distributed rank). PyTorch derives the worker seed from the DataLoader's ``generator`` anew for
-    every epoch and worker, so with a seeded loader a run is reproducible and every epoch gets new
-    masks; without workers one generator runs through all epochs. With ``fixed=True`` (validation)
-    each batch is masked with a generator seeded from ``seed`` and the batch's token ids, so the same
-    batch always gets the same mask and validation losses are comparable across epochs.
-    """
-
-    def __init__(
-        self,
-        pad_id: int,
-        mask_id: int,
-        vocab_size: int,
-        mlm_probability: float = 0.15,
-        whole_word_masking: bool = False,
-        seed: int = 0,
-        fixed: bool = False,
-    ):
-        self.pad_id, self.mask_id, self.vocab_size = pad_id, mask_id, vocab_size
-        self.mlm_probability, self.whole_word_masking = mlm_probability, whole_word_masking
-        self.seed, self.fixed = seed, fixed
-        self.epoch: int | None = None  # set by ResumableDataLoader: masks then depend on (seed, epoch) only
-        self._generator: torch.Generator | None = None
-        self._generator_key: tuple | None = None
-
-    def set_epoch(self, epoch: int) -> None:
-        """Seed the masks of the coming pass from (``seed``, ``epoch``), so a run resumed mid-epoch
-        masks every batch as the uninterrupted run did."""
-        self.epoch = epoch
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_generator"], state["_generator_key"] = None, None
-        return state
-
-    def _next_generator(self, input_ids: torch.Tensor) -> torch.Generator:
-        if self.fixed:
-            return torch.Generator().manual_seed(_mix_seed(self.seed, "val", zlib.crc32(input_ids.numpy().tobytes())))
-        info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.seed if info is not None else None, self.epoch)
-        if self._generator is None or self._generator_key != key:
-            rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-            parts = (self.seed, rank, key[1]) if self.epoch is None else (self.seed, rank, key[1], "epoch", self.epoch)
-            self._generator = torch.Generator().manual_seed(_mix_seed(*parts))
-            self._generator_key = key
-        return self._generator
-
-    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        from lightning_transfer.data.masking import mask_tokens, mask_whole_words
-
-        length = max(len(e["input_ids"]) for e in examples)
-        input_ids = _pad([e["input_ids"] for e in examples], self.pad_id, length)
-        special = _pad([e["special_tokens_mask"] for e in examples], 1, length).bool()
-        token_type_ids = _pad([e["token_type_ids"] for e in examples], 0, length)
-        attention_mask = (torch.arange(length)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]).long()
-        generator = self._next_generator(input_ids)
-        if self.whole_word_masking:
-            word_ids = _pad([e["word_ids"] for e in examples], -1, length)
-            inputs, labels = mask_whole_words(
-                input_ids, word_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator
-            )
-        else:
-            inputs, labels = mask_tokens(input_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator)
-        batch = {"input_ids": inputs, "attention_mask": attention_mask, "token_type_ids": token_type_ids, "labels": labels}
-        if "next_sentence_label" in examples[0]:
-            batch["next_sentence_label"] = torch.tensor([int(e["next_sentence_label"]) for e in examples], dtype=torch.long)
-        return batch
-
-
-class ClassificationCollator:
-    """Pads tokenized classification examples: ``input_ids`` (pad id), ``attention_mask``,
-    ``token_type_ids`` (``B x L``, int64) and ``labels`` (``B``, int64 class ids)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(e["input_ids"]) for e in examples)
-        lengths = torch.tensor([len(e["input_ids"]) for e in examples])
-        return {
-            "input_ids": _pad([e["input_ids"] for e in examples], self.pad_id, length),
-            "attention_mask": (torch.arange(length)[None, :] < lengths[:, None]).long(),
-            "token_type_ids": _pad([e["token_type_ids"] for e in examples], 0, length),
-            "labels": torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long),
-        }
-
-
-# ----------------------------------------------------------------------------------------------
-# Tokenization through datasets.map
-# ----------------------------------------------------------------------------------------------
-def _plain_tokenizer(tokenizer_json: str):
-    """A copy of the tokenizer without truncation or padding."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_str(tokenizer_json)
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    return tokenizer
-
-
-class _TokenizeDocuments:
-    """``datasets.map`` function: documents -> sentences -> token ids (and word-start flags).
-    Holds the tokenizer as JSON so it pickles cheaply into ``num_proc`` workers."""
-
-    def __init__(self, tokenizer_json: str, word_starts: bool):
-        self.tokenizer_json, self.word_starts = tokenizer_json, word_starts
-        self._tokenizer = None
-
-    def __getstate__(self) -> dict:
-        return {"tokenizer_json": self.tokenizer_json, "word_starts": self.word_starts, "_tokenizer": None}
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self._tokenizer is None:
-            self._tokenizer = _plain_tokenizer(self.tokenizer_json)
-        sentences, owners = [], []
-        for owner, text in enumerate(batch["text"]):
-            for sentence in split_sentences(text):
-                sentences.append(sentence)
-                owners.append(owner)
-        encodings = self._tokenizer.encode_batch(sentences, add_special_tokens=False)
-        segments: list[list[list[int]]] = [[] for _ in batch["text"]]
-        starts: list[list[list[int]]] = [[] for _ in batch["text"]]
-        for owner, encoding in zip(owners, encodings):
-            if not encoding.ids:
-                continue
-            segments[owner].append(encoding.ids)
-            if self.word_starts:
-                words = encoding.word_ids
-                starts[owner].append([int(k == 0 or w is None or w != words[k - 1]) for k, w in enumerate(words)])
-        out = {"segments": segments}
-        if self.word_starts:
-            out["word_starts"] = starts
-        return out
-
-
-def _tokenize_corpus(documents: list[str], tokenizer_json: str, word_starts: bool, num_proc: int, fingerprint: str):
-    """Sentence-split and tokenize every document once with ``datasets.Dataset.map`` (progress bar,
-    ``num_proc`` processes). Returns ``(segments, starts or None)`` per document, in order."""
-    import datasets
-
-    features = {"segments": datasets.List(datasets.List(datasets.Value("int32")))}
-    if word_starts:
-        features["word_starts"] = datasets.List(datasets.List(datasets.Value("int8")))
-    tokenized = datasets.Dataset.from_dict({"text": documents}).map(
-        _TokenizeDocuments(tokenizer_json, word_starts),
-        batched=True,
-        batch_size=256,
-        num_proc=num_proc if num_proc > 1 and len(documents) > 1 else None,
-        remove_columns=["text"],
-        features=datasets.Features(features),
-        new_fingerprint=fingerprint,
-        desc="Tokenizing corpus",
-    )
-    segments = tokenized["segments"][:]
-    return segments, (tokenized["word_starts"][:] if word_starts else None)
-
-
-def _save_atomically(dataset_dict, path: Path) -> None:
-    """Write to a temporary sibling directory, then rename: readers see a complete cache or none. If
-    another process finished first, its copy is kept and ours discarded."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        dataset_dict.save_to_disk(str(tmp))
-        try:
-            os.rename(tmp, path)
-        except OSError:
-            if not (path / "dataset_dict.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+RENAMED_VOCAB_SIZE = (
+    "TextPretrainDataModule's vocab_size is now tokenizer_vocab_size (the size of the WordPiece tokenizer to "
+    "train; the model's vocab_size follows the tokenizer): rename data.init_args.vocab_size to "
+    "data.init_args.tokenizer_vocab_size"
+)
 
 
 def _split_documents(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Seeded document-level split: ``round(n * val_fraction)`` documents (at least one when
     ``val_fraction > 0``) go to validation; both lists sorted, so corpus order is kept."""
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     if val_fraction > 0:
         n_val = max(n_val, 1)
     if n - n_val < 1:
@@ -479,8 +88,7 @@ def _split_documents(n: int, val_fraction: float, seed: int) -> tuple[list[int],
 
 
 def _check_common(max_seq_length: int, batch_size: int, num_workers: int, num_proc: int) -> None:
-    if max_seq_length < MIN_SEQ_LENGTH:
-        raise UserInputError(f"max_seq_length must be at least {MIN_SEQ_LENGTH}, got {max_seq_length}")
+    check_max_seq_length(max_seq_length)
     if batch_size < 1:
         raise UserInputError(f"batch_size must be at least 1, got {batch_size}")
     if num_workers < 0 or num_proc < 1:
@@ -488,8 +96,8 @@ def _check_common(max_seq_length: int, batch_size: int, num_workers: int, num_pr
 
 
 def _load_tokenizer_path(path: str):
-    """``load_tokenizer`` with aliases (``minilm_demo``) resolved and ``~`` expanded (a missing path
-    raises UserInputError)."""
+    """``load_tokenizer`` of :func:`~lightning_transfer.data.sources.resolve_path` (aliases such as
+    ``minilm_demo``, ``~``); a missing path raises UserInputError."""
     from lightning_transfer.data.tokenizer import load_tokenizer
 
     return load_tokenizer(resolve_path(path))
@@ -500,7 +108,8 @@ class _LoaderMixin:
 
     @property
     def vocab_size(self) -> int:
-        """The tokenizer's vocabulary size (what the model's embedding needs)."""
+        """The tokenizer's actual vocabulary size (what the model's embedding needs); not
+        ``tokenizer_vocab_size``, the most tokens a trained tokenizer may have."""
         return self.tokenizer.get_vocab_size()
 
     @property
@@ -540,9 +149,11 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             (see :mod:`lightning_transfer.data.corpus`).
         text_column: column holding the text in tables and Hub datasets.
         tokenizer: path to a ``tokenizer.json``, a directory with one, or a ``vocab.txt``. ``None``
-            trains a WordPiece tokenizer (``vocab_size``, ``lowercase``, ``min_frequency``) on the
-            training documents and keeps it under ``cache_dir``, so later runs reuse it.
-        vocab_size: size of the trained tokenizer (ignored when ``tokenizer`` is given).
+            trains a WordPiece tokenizer (``tokenizer_vocab_size``, ``lowercase``, ``min_frequency``) on
+            the training documents and keeps it under ``cache_dir``, so later runs reuse it.
+        tokenizer_vocab_size: the most tokens the trained tokenizer may have (ignored when
+            ``tokenizer`` is given); a small corpus gives fewer. The model's size is the tokenizer's
+            actual one, the read-only :attr:`vocab_size`.
         lowercase: lowercase when training the tokenizer.
         max_seq_length: longest sequence in tokens, special tokens included (at least 8).
         nsp: ``True``: Google-style ``[CLS] A [SEP] B [SEP]`` pairs with ``next_sentence_label``;
@@ -558,11 +169,12 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         txt_documents: how plain-text files are cut into documents: ``blank_line``, ``line``, ``file``.
         hub_config, hub_split: configuration name and split of a Hub dataset.
         min_frequency: minimum count of a merge when training the tokenizer.
+        vocab_size: the old name of ``tokenizer_vocab_size``; any value raises UserInputError naming it.
 
     After :meth:`setup`: ``train_dataset`` / ``val_dataset`` (``datasets.Dataset``), ``cache_path``
     and ``loaded_from_cache`` (True when the examples were read from ``cache_path`` instead of being
     built). ``tokenizer``, ``vocab_size`` and ``special_ids`` are available right after construction
-    (loading or training the tokenizer on first use), so a CLI can link ``vocab_size`` to the model.
+    (loading or training the tokenizer on first use); a model with ``vocab_size=None`` takes it in ``setup``.
 
     Raises:
         UserInputError: ``max_seq_length < 8``, a tokenizer path that does not exist, a corpus that is
@@ -574,7 +186,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         source: str = "reviews_demo",
         text_column: str = "text",
         tokenizer: str | None = None,
-        vocab_size: int = 8192,
+        tokenizer_vocab_size: int = 8192,
         lowercase: bool = True,
         max_seq_length: int = 128,
         nsp: bool = True,
@@ -593,8 +205,11 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         hub_config: str | None = None,
         hub_split: str = "train",
         min_frequency: int = 2,
+        vocab_size: int | None = None,
     ):
         super().__init__()
+        if vocab_size is not None:
+            raise UserInputError(RENAMED_VOCAB_SIZE)
         _check_common(max_seq_length, batch_size, num_workers, num_proc)
         if not 0 <= val_fraction < 1:
             raise UserInputError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -604,9 +219,9 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             raise UserInputError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
         if tokenizer is not None and not resolve_path(tokenizer).exists():
             raise UserInputError(f"tokenizer path {tokenizer} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
-        if tokenizer is None and vocab_size < 16:
-            raise UserInputError(f"vocab_size must be at least 16 to train a tokenizer, got {vocab_size}")
-        self.save_hyperparameters()
+        if tokenizer is None and tokenizer_vocab_size < 16:
+            raise UserInputError(f"tokenizer_vocab_size must be at least 16 to train a tokenizer, got {tokenizer_vocab_size}")
+        self.save_hyperparameters(ignore=["vocab_size"])
         self.cache_root = Path(cache_dir).expanduser()
         self.train_dataset = None
         self.val_dataset = None
@@ -642,40 +257,28 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         return self._documents
 
     def _prepare_tokenizer(self):
-        from lightning_transfer.data.tokenizer import load_tokenizer, save_tokenizer, train_wordpiece
+        from lightning_transfer.data.tokenizer import train_wordpiece
 
         hp = self.hparams
         if hp.tokenizer is not None:
             return _load_tokenizer_path(hp.tokenizer)
         _, fingerprint = self._corpus()
-        key = _mix_key(CACHE_VERSION, "tokenizer", fingerprint, hp.seed, hp.val_fraction, hp.vocab_size, hp.lowercase, hp.min_frequency)
-        directory = self.cache_root / f"tokenizer-{key}"
-        if not (directory / "tokenizer.json").exists():
+        key = cache_key(CACHE_VERSION, "tokenizer", fingerprint, hp.seed, hp.val_fraction, hp.tokenizer_vocab_size,
+                        hp.lowercase, hp.min_frequency)
+
+        def train():
             documents = self._read_documents()
             train_index, _ = _split_documents(len(documents), hp.val_fraction, hp.seed)
-            trained = train_wordpiece(
-                [documents[i] for i in train_index], vocab_size=hp.vocab_size, lowercase=hp.lowercase, min_frequency=hp.min_frequency,
-                show_progress=True,
-            )
-            self.cache_root.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_root / f".tmp-{directory.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-            try:
-                save_tokenizer(trained, tmp)
-                try:
-                    os.rename(tmp, directory)
-                except OSError:
-                    if not (directory / "tokenizer.json").exists():
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        # Always read the winner back, so concurrent runs all use the same file.
-        return load_tokenizer(directory / "tokenizer.json")
+            return train_wordpiece([documents[i] for i in train_index], vocab_size=hp.tokenizer_vocab_size,
+                                   lowercase=hp.lowercase, min_frequency=hp.min_frequency, show_progress=True)
+
+        return cached_tokenizer(self.cache_root / f"tokenizer-{key}", train)
 
     # -- examples --------------------------------------------------------------------------
     def _cache_key(self) -> str:
         hp = self.hparams
         _, fingerprint = self._corpus()
-        return _mix_key(
+        return cache_key(
             CACHE_VERSION,
             fingerprint,
             hashlib.blake2b(self.tokenizer.to_str().encode(), digest_size=16).hexdigest(),
@@ -693,7 +296,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         hp = self.hparams
         documents = self._read_documents()
         train_index, val_index = _split_documents(len(documents), hp.val_fraction, hp.seed)
-        segments, starts = _tokenize_corpus(documents, self.tokenizer.to_str(), hp.whole_word_masking, hp.num_proc, key)
+        segments, starts = tokenize_corpus(documents, self.tokenizer.to_str(), hp.whole_word_masking, hp.num_proc, key)
         ids = self.special_ids
         splits = {}
         for name, index in (("train", train_index), ("validation", val_index)):
@@ -703,7 +306,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             docs = [segments[i] for i in kept]
             doc_starts = [starts[i] for i in kept] if starts is not None else None
             if not docs:
-                columns = _empty_columns(hp.whole_word_masking, hp.nsp)
+                columns = empty_columns(hp.whole_word_masking, hp.nsp)
             elif hp.nsp:
                 rng = random.Random(f"{CACHE_VERSION}/nsp/{hp.seed}/{name}")
                 columns = create_nsp_examples(
@@ -715,7 +318,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
                                          progress=f"Packing {name} sequences")
             if not columns["input_ids"]:
                 continue  # datasets cannot reload an empty saved split; load() recreates it
-            splits[name] = datasets.Dataset.from_dict(columns, features=_example_features(hp.whole_word_masking, hp.nsp))
+            splits[name] = datasets.Dataset.from_dict(columns, features=example_features(hp.whole_word_masking, hp.nsp))
             if name == "train" and hp.nsp and np.mean(columns["next_sentence_label"]) > 0.75:
                 warnings.warn(
                     f"{np.mean(columns['next_sentence_label']):.0%} of the NSP pairs have a random B (label 1): most "
@@ -727,20 +330,15 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         return datasets.DatasetDict(splits)
 
     def _build_or_load(self, load: bool) -> None:
-        import datasets
-
+        hp = self.hparams
         key = self._cache_key()
         path = self.cache_root / f"pretrain-{key}"
-        from_cache = (path / "dataset_dict.json").exists()
+        from_cache = has_examples(path)
         if not from_cache:
-            _save_atomically(self._build(key), path)
+            save_examples(self._build(key), path)
             self._documents = None  # free the raw text
         if load:
-            loaded = datasets.load_from_disk(str(path))
-            features = _example_features(self.hparams.whole_word_masking, self.hparams.nsp)
-            empty = datasets.Dataset.from_dict(_empty_columns(self.hparams.whole_word_masking, self.hparams.nsp), features=features)
-            self.train_dataset = loaded["train"].with_format("numpy")
-            self.val_dataset = (loaded["validation"] if "validation" in loaded else empty).with_format("numpy")
+            self.train_dataset, self.val_dataset = load_examples(path, hp.whole_word_masking, hp.nsp)
             self.cache_path, self.loaded_from_cache = path, from_cache
 
     def prepare_data(self) -> None:
@@ -768,92 +366,6 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         """Validation batches in a fixed order with a fixed mask per batch (empty when ``val_fraction=0``)."""
         self.setup()
         return self._loader(self.val_dataset, self._collator(fixed=True), shuffle=False)
-
-
-def _example_features(word_ids: bool, nsp: bool):
-    import datasets
-
-    features = {
-        "input_ids": datasets.List(datasets.Value("int32")),
-        "token_type_ids": datasets.List(datasets.Value("int8")),
-        "special_tokens_mask": datasets.List(datasets.Value("int8")),
-        "length": datasets.Value("int32"),
-    }
-    if word_ids:
-        features["word_ids"] = datasets.List(datasets.Value("int32"))
-    if nsp:
-        features["next_sentence_label"] = datasets.Value("int8")
-    return datasets.Features(features)
-
-
-def _mix_key(*parts: object) -> str:
-    return hashlib.blake2b(json.dumps([str(p) for p in parts]).encode(), digest_size=10).hexdigest()
-
-
-# ----------------------------------------------------------------------------------------------
-# Fine-tuning DataModule
-# ----------------------------------------------------------------------------------------------
-def encode_labels(
-    values_by_split: dict[str, list], label_column: str = "label", num_classes: int | None = None, label_names: list[str] | None = None
-) -> tuple[dict[str, list[int]], list[str]]:
-    """Map raw labels of every split to class ids ``0..C-1`` consistently across splits.
-
-    Strings: classes are the sorted distinct strings (or ``label_names`` when it covers them).
-    Numbers (ints, bools, or floats holding whole numbers): used as ids; ``C`` is ``num_classes`` or
-    ``max + 1``. Returns ``(ids by split, class names)``.
-
-    Raises:
-        UserInputError: a missing label, a non-integer number, a negative id or one ``>= num_classes``,
-            a mix of strings and numbers, or string classes that do not match ``num_classes``.
-    """
-    values = [v for split in values_by_split.values() for v in split]
-    missing = sum(1 for v in values if v is None or (isinstance(v, float) and v != v))
-    if missing:
-        raise UserInputError(f"{missing} rows have no label in column {label_column!r}; drop or fill them")
-    if values and all(isinstance(v, str) for v in values):
-        names = sorted(set(values))
-        if label_names is not None and set(names) <= set(label_names):
-            names = list(label_names)
-        if num_classes is not None and num_classes != len(names):
-            raise UserInputError(f"num_classes={num_classes} but column {label_column!r} has {len(names)} classes: {names}")
-        index = {name: i for i, name in enumerate(names)}
-        return {split: [index[v] for v in vs] for split, vs in values_by_split.items()}, names
-    for v in values:
-        if isinstance(v, str) or not isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_)):
-            raise UserInputError(f"label {v!r} in column {label_column!r} is neither an integer class id nor a class name (mixed types?)")
-        if float(v) != int(v):
-            raise UserInputError(f"label {v!r} in column {label_column!r} is not an integer class id")
-    ids = {split: [int(v) for v in vs] for split, vs in values_by_split.items()}
-    flat = [v for vs in ids.values() for v in vs]
-    count = num_classes if num_classes is not None else (max(flat) + 1 if flat else 0)
-    bad = [v for v in flat if not 0 <= v < count]
-    if bad:
-        raise UserInputError(
-            f"label {bad[0]} in column {label_column!r} is out of range: class ids must be in [0, {count}) "
-            f"(set num_classes, or use class names)"
-        )
-    names = list(label_names) if label_names is not None and len(label_names) == count else [str(i) for i in range(count)]
-    return ids, names
-
-
-class _EncodeClassification:
-    """``datasets.map`` function: text (and pair) -> ``input_ids``/``token_type_ids`` with special
-    tokens, truncated (longest first) to ``max_length``."""
-
-    def __init__(self, tokenizer_json: str, max_length: int, has_pair: bool):
-        self.tokenizer_json, self.max_length, self.has_pair = tokenizer_json, max_length, has_pair
-        self._tokenizer = None
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_tokenizer": None}
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if self._tokenizer is None:
-            self._tokenizer = _plain_tokenizer(self.tokenizer_json)
-            self._tokenizer.enable_truncation(self.max_length, strategy="longest_first")
-        inputs = list(zip(batch["text"], batch["text_pair"])) if self.has_pair else batch["text"]
-        encodings = self._tokenizer.encode_batch(inputs, add_special_tokens=True)
-        return {"input_ids": [e.ids for e in encodings], "token_type_ids": [e.type_ids for e in encodings]}
 
 
 class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
@@ -891,8 +403,8 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         label_column: str = "label",
         num_classes: int | None = None,
         max_seq_length: int = 128,
-        val_size: int | float | None = None,
-        test_size: int | float | None = None,
+        val_size: int | float | None = None,  # noqa: PYI041 - an int is a count, a float a fraction
+        test_size: int | float | None = None,  # noqa: PYI041 - as val_size
         labels_per_class: int | None = None,
         label_fraction: float | None = None,
         seed: int = 0,
@@ -1009,12 +521,12 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         return (
             datasets.Dataset.from_dict(columns)
             .map(
-                _EncodeClassification(self._tokenizer.to_str(), hp.max_seq_length, pair is not None),
+                EncodeClassification(self._tokenizer.to_str(), hp.max_seq_length, pair is not None),
                 batched=True,
                 num_proc=hp.num_proc if hp.num_proc > 1 and len(text) > 1 else None,
                 remove_columns=["text", "text_pair"],
                 keep_in_memory=True,
-                new_fingerprint=_mix_key("classification", name, len(text), hp.seed, hp.max_seq_length),
+                new_fingerprint=cache_key("classification", name, len(text), hp.seed, hp.max_seq_length),
                 desc=f"Tokenizing {name}",
             )
             .with_format("numpy")
@@ -1038,3 +550,14 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The test split, in order."""
         return self.test_dataloader()
+
+
+__all__ = [  # the collators, example builders and encode_labels are re-exported from their own modules
+    "ClassificationCollator",
+    "PretrainingCollator",
+    "TextClassificationDataModule",
+    "TextPretrainDataModule",
+    "create_nsp_examples",
+    "encode_labels",
+    "pack_sequences",
+]

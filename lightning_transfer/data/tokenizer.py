@@ -15,11 +15,20 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
-from tokenizers import Encoding, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    Encoding,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from lightning_transfer.errors import UserInputError, require
 
@@ -89,7 +98,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     if path.suffix == ".json":
         try:
             tokenizer = Tokenizer.from_file(str(path))
-        except Exception as err:  # the Rust side raises a generic Exception for malformed files
+        except Exception as err:  # noqa: BLE001 - the Rust side raises a bare Exception for a malformed file
             raise UserInputError(f"could not read tokenizer {path} ({err}); pass a `tokenizers` tokenizer.json") from None
         tokenizer.no_padding()
         tokenizer.no_truncation()

@@ -1,11 +1,15 @@
 """The thin base every module shares: optimizer, parameter groups and a per-step LR schedule.
 
-Subclasses call ``save_hyperparameters()`` with these names among their arguments and may
-override :meth:`param_groups` (for example to give a probe or a head its own LR):
+Subclasses take these keyword arguments (:data:`~lightning_transfer.optim.OPTIMIZATION_SETTINGS`),
+call ``save_hyperparameters()`` and then :meth:`~OptimizedModule.validate_optimization_settings`
+in their constructor, and may override :meth:`param_groups` (for example to give a probe or a head
+its own LR):
 
-``optimizer`` (lars/adamw/sgd/adam), ``lr``, ``weight_decay``, ``momentum``, ``betas``,
-``warmup_steps`` (None: ``warmup_fraction`` of all steps), ``warmup_fraction``, ``schedule``
-(cosine/linear/constant) and ``min_lr_factor``.
+``optimizer`` (lars/adamw/sgd/adam, any case), ``lr`` (> 0), ``weight_decay`` (>= 0), ``momentum``
+(in [0, 1)), ``betas`` (two numbers in [0, 1)), ``warmup_steps`` (an integer >= 0; None:
+``warmup_fraction`` of all steps), ``warmup_fraction`` (in [0, 1)), ``schedule``
+(cosine/linear/constant) and ``min_lr_factor`` (in [0, 1]: the LR the schedule ends at, as a
+fraction of ``lr``).
 
 ``compile`` (optional, default off) is an implementation setting: it changes speed, never results.
 When a subclass has it among its hyperparameters and it is true, :meth:`on_train_start` compiles the
@@ -26,8 +30,9 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
-from lightning_transfer.data.resumable import restore_loader_states
-from lightning_transfer.optim import build_optimizer, resolve_warmup_steps, split_decay_groups, warmup_schedule
+from lightning_transfer.data.resumable import ResumeTrainLoaders
+from lightning_transfer.optim import (OPTIMIZATION_SETTINGS, build_optimizer, check_optimization_settings,
+                                     resolve_warmup_steps, split_decay_groups, warmup_schedule)
 from lightning_transfer.precision import fall_back_from_emulated_precision
 
 
@@ -70,10 +75,19 @@ class OptimizedModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         fall_back_from_emulated_precision(self.trainer)
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        return [ResumeTrainLoaders()]  # exact mid-epoch resume (lightning_transfer.data.resumable)
+
     def on_train_start(self) -> None:
-        restore_loader_states(self.trainer)  # exact mid-epoch resume (lightning_transfer.data.resumable)
         if self.hparams.get("compile"):
             self.compile_modules()
+
+    def validate_optimization_settings(self) -> None:
+        """Check the optimizer and schedule hyperparameters (:func:`~lightning_transfer.optim.check_optimization_settings`):
+        a bad one raises :class:`~lightning_transfer.errors.UserInputError` naming it. Subclasses call
+        this once in ``__init__``, after ``save_hyperparameters()`` and after filling in any default
+        they resolve themselves, so a bad setting fails at construction, not when training starts."""
+        check_optimization_settings(**{name: self.hparams[name] for name in OPTIMIZATION_SETTINGS})
 
     def param_groups(self) -> list[dict]:
         """Default: every trainable parameter, no weight decay on biases and norm weights."""

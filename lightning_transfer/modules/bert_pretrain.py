@@ -29,36 +29,17 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_transfer.data.masking import IGNORE_INDEX
+from lightning_transfer.data.sources import resolve_path
 from lightning_transfer.distributed import is_distributed, world_size
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import ACTIVATIONS, BertConfig, BertForPretraining, BertModel
+from lightning_transfer.models.encoder_config import BERT_FIELDS
+from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
 from lightning_transfer.modules.base import OptimizedModule
-from lightning_transfer.optim import OPTIMIZERS, SCHEDULES, split_decay_groups
+from lightning_transfer.optim import split_decay_groups
 
-IGNORE_INDEX = -100
-CHECKPOINT_KEY = "lightning_transfer"  # checkpoint["lightning_transfer"] = {"kind", "modality", "tokenizer"}
-CHECKPOINT_KIND = "bert_pretrain"
-BERT_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
-               "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "hidden_dropout_prob",
-               "attention_probs_dropout_prob", "hidden_act", "pad_token_id", "initializer_range")
 REQUIRED_KEYS = ("input_ids", "labels")
-
-
-def _minilm_directory() -> Path:
-    from lightning_transfer.data.sources import minilm_directory
-
-    return minilm_directory()
-
-
-ALIASES = {"minilm_demo": _minilm_directory}  # names accepted for `pretrained` and `tokenizer`
-
-
-def resolve_path(value: str, what: str) -> Path:
-    """``value`` as a path: aliases (``minilm_demo``) resolved, ``~`` expanded; a missing path raises
-    :class:`UserInputError` naming the argument ``what``."""
-    path = ALIASES[value]() if value in ALIASES else Path(value).expanduser()
-    require(path.exists(), f"{what}={value}: no such file or directory")
-    return path
 
 
 class ExpOfMean(MeanMetric):
@@ -160,19 +141,14 @@ class BertPretrainModule(OptimizedModule):
         compile: bool = False,
     ):
         super().__init__()
-        require(optimizer.lower() in OPTIMIZERS, f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        require(schedule in SCHEDULES, f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        require(lr > 0, f"lr must be > 0, got {lr}")
         require(nsp_weight >= 0, f"nsp_weight must be >= 0, got {nsp_weight}")
-        require(0 <= warmup_fraction < 1, f"warmup_fraction must be in [0, 1), got {warmup_fraction}")
-        require(warmup_steps is None or warmup_steps >= 0, f"warmup_steps must be >= 0, got {warmup_steps}")
-        require(0 <= min_lr_factor <= 1, f"min_lr_factor must be in [0, 1], got {min_lr_factor}")
         require(head_lr_factor > 0, f"head_lr_factor must be > 0, got {head_lr_factor}")
         self.save_hyperparameters()
+        self.validate_optimization_settings()
         self.model: BertForPretraining | None = None
         self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
         self._logs_own_hparams = False  # see _log_hyperparameters_beside
-        self._pretrained_dir = resolve_path(pretrained, "pretrained") if pretrained is not None else None
+        self._pretrained_dir = resolve_path(pretrained, what="pretrained") if pretrained is not None else None
         if self._pretrained_dir is not None:
             self._adopt_pretrained_config(self._pretrained_dir)
         elif vocab_size is None and tokenizer is not None:
@@ -257,7 +233,7 @@ class BertPretrainModule(OptimizedModule):
             from lightning_transfer.data.tokenizer import load_tokenizer
 
             if self.hparams.tokenizer is not None:
-                self._tokenizer = load_tokenizer(resolve_path(self.hparams.tokenizer, "tokenizer"))
+                self._tokenizer = load_tokenizer(resolve_path(self.hparams.tokenizer, what="tokenizer"))
             elif self._pretrained_dir is not None and any(
                     (self._pretrained_dir / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
                 self._tokenizer = load_tokenizer(self._pretrained_dir)
@@ -314,8 +290,9 @@ class BertPretrainModule(OptimizedModule):
     def _log_hyperparameters_beside(self, datamodule) -> None:
         """Lightning merges the module's and the DataModule's hyperparameters into one flat dict for the
         loggers and stops the run when a shared key has two values. ``TextPretrainDataModule`` has its own
-        ``vocab_size`` (the size a tokenizer is trained to) and ``tokenizer``; when they differ from ours,
-        log ours here with the clashing keys as ``model/<key>`` and leave Lightning the DataModule's."""
+        ``tokenizer`` and ``nsp``, which may differ from ours in a valid run (``tokenizer=None`` here takes
+        the DataModule's; ``nsp=False`` here with NSP pairs only warns); then log ours here with the
+        clashing keys as ``model/<key>`` and leave Lightning the DataModule's."""
         if self._logs_own_hparams:  # an earlier run of this module turned Lightning's logging off: start over
             self._log_hyperparams, self._logs_own_hparams = True, False
         if (datamodule is None or not self._log_hyperparams or not getattr(datamodule, "_log_hyperparams", False)
@@ -418,14 +395,14 @@ class BertPretrainModule(OptimizedModule):
 
     # ---------------------------------------------------------------- checkpoints and export
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Mark the checkpoint (``kind``/``modality`` let fine-tuning recognize it) and store the
-        tokenizer, so the checkpoint alone can export a complete Hugging Face directory."""
-        tokenizer = self._tokenizer
-        checkpoint[CHECKPOINT_KEY] = {"kind": CHECKPOINT_KIND, "modality": "text",
-                                      "tokenizer": tokenizer.to_str() if tokenizer is not None else None}
+        """Mark the checkpoint for fine-tuning (:mod:`~lightning_transfer.models.encoder_handoff`): the
+        encoder's BertConfig, its weights under ``model.bert.``, and the tokenizer, so the checkpoint
+        alone can export a complete Hugging Face directory."""
+        config = self.model.bert.config.to_dict() if self.model is not None else None
+        checkpoint[HANDOFF_KEY] = encoder_marker("bert", "text", config, "model.bert.", tokenizer=self._tokenizer)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = (checkpoint.get(CHECKPOINT_KEY) or {}).get("tokenizer")
+        stored = (checkpoint.get(HANDOFF_KEY) or {}).get("tokenizer")
         if self._tokenizer is None and stored:
             from tokenizers import Tokenizer
 

@@ -14,7 +14,7 @@ is the ``strategy``:
 - ``lp_ft``: linear probing for ``lp_epochs`` epochs, then full fine-tuning (LP-FT, Kumar et al.
   2022): a head fitted first distorts the pretrained features less once the encoder trains.
 
-The blocks are :func:`~lightning_transfer.models.loading.encoder_blocks`. A frozen block never
+The blocks are :func:`~lightning_transfer.models.encoder_blocks.encoder_blocks`. A frozen block never
 receives an update and always runs in eval mode, even after Lightning calls ``.train()`` (so
 Lightning's "Found N module(s) in eval mode at the start of training" is expected for
 ``linear``, ``partial``, ``gradual`` and ``lp_ft``).
@@ -33,7 +33,7 @@ single sentences or sentence pairs alike).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,9 +43,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lightning_transfer.errors import UserInputError, require
 from lightning_transfer.models.bert import init_bert_weights
-from lightning_transfer.models.loading import INITS, encoder_blocks, load_encoder, pretrained_tokenizer
+from lightning_transfer.models.encoder_blocks import encoder_blocks
+from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
+from lightning_transfer.models.loading import INITS, load_encoder, pretrained_tokenizer
 from lightning_transfer.modules.base import OptimizedModule
-from lightning_transfer.optim import OPTIMIZERS, SCHEDULES, is_no_decay
+from lightning_transfer.optim import split_decay_groups
 
 STRATEGIES = ("linear", "full", "partial", "gradual", "lp_ft")
 POOLINGS = ("cls", "pooler", "mean")
@@ -57,19 +59,6 @@ MODALITY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 BATCH_KEYS = {"image": "images", "text": "input_ids"}
 DATA_HINT = {"image": "an ImageDataModule(mode=supervised)", "text": "a TextClassificationDataModule"}
-
-
-def _decay_split(named: Iterable[tuple[str, nn.Parameter]], weight_decay: float, name: str, **extra) -> list[dict]:
-    """Like :func:`~lightning_transfer.optim.split_decay_groups` but keeping parameters that are
-    frozen *now* (gradual unfreezing and LP-FT need them in the optimizer from the start) and naming
-    the groups ``name`` and ``name.no_decay`` (LearningRateMonitor needs unique names)."""
-    decay, no_decay = [], []
-    for param_name, param in named:
-        (no_decay if is_no_decay(param_name, param) else decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay, "name": name, **extra}] if decay else []
-    if no_decay:
-        groups.append({"params": no_decay, "weight_decay": 0.0, "lars_exclude": True, "name": f"{name}.no_decay", **extra})
-    return groups
 
 
 def data_modality(datamodule: Any) -> str | None:
@@ -147,9 +136,8 @@ class FineTuneModule(OptimizedModule):
     ):
         super().__init__()
         for name, value, choices in (("strategy", strategy, STRATEGIES), ("pooling", pooling, POOLINGS),
-                                     ("init", init, INITS), ("optimizer", optimizer, OPTIMIZERS)):
+                                     ("init", init, INITS)):
             require(value in choices, f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
-        require(schedule is None or schedule in SCHEDULES, f"unknown schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
         require(freeze_layers >= 0, f"freeze_layers must be >= 0, got {freeze_layers}")
         require(lp_epochs >= 1, f"lp_epochs must be >= 1, got {lp_epochs}")
         require(0.0 < layer_decay <= 1.0, f"layer_decay must be in (0, 1], got {layer_decay}")
@@ -164,6 +152,7 @@ class FineTuneModule(OptimizedModule):
         for key, value in MODALITY_DEFAULTS[self.modality].items():
             if self.hparams[key] is None:
                 self.hparams[key] = value
+        self.validate_optimization_settings()
 
         blocks = encoder_blocks(self.encoder)
         self.blocks: list[nn.Module] = blocks.ordered  # a plain list: views, not registered twice
@@ -315,7 +304,8 @@ class FineTuneModule(OptimizedModule):
         Groups are named ``head`` / ``encoder.<block index from the bottom>``, plus ``.no_decay``."""
         hp = self.hparams
         require(self.classifier is not None, "num_classes is unknown: set model.num_classes, or fit with a DataModule")
-        groups = _decay_split(self.classifier.named_parameters(), hp.weight_decay, lr=hp.lr, name="head")
+        groups = split_decay_groups(self.classifier.named_parameters(), hp.weight_decay, name="head", keep_frozen=True,
+                                    lr=hp.lr)
         unused = {id(p) for p in self._unused}
         n, trainable = len(self.blocks), self._ever_unfrozen()
         for i, block in enumerate(self.blocks):
@@ -323,8 +313,8 @@ class FineTuneModule(OptimizedModule):
             if depth >= trainable:
                 continue
             named = [(name, p) for name, p in block.named_parameters() if id(p) not in unused]
-            groups += _decay_split(named, hp.weight_decay, lr=hp.lr * hp.encoder_lr_factor * hp.layer_decay ** depth,
-                                   name=f"encoder.{i}")
+            groups += split_decay_groups(named, hp.weight_decay, name=f"encoder.{i}", keep_frozen=True,
+                                         lr=hp.lr * hp.encoder_lr_factor * hp.layer_decay ** depth)
         return groups
 
     # ---------------------------------------------------------------- steps
@@ -394,3 +384,9 @@ class FineTuneModule(OptimizedModule):
         if "labels" in batch:
             out["labels"] = batch["labels"]
         return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint (:mod:`~lightning_transfer.models.encoder_handoff`), so that a fine-tuned
+        model is itself a starting point: its encoder's description, its weights under ``encoder.``."""
+        config = self.hparams.encoder_config
+        checkpoint[HANDOFF_KEY] = encoder_marker("finetune", config["modality"], config, "encoder.")

@@ -8,6 +8,7 @@ classifier monitor representation quality during pretraining without touching th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,24 +18,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_transfer.distributed import gather_no_grad, rank, world_size
 from lightning_transfer.errors import UserInputError
+from lightning_transfer.evaluation import knn_predict
 from lightning_transfer.losses import nt_xent_loss
+from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker, save_encoder
 from lightning_transfer.models.vision import ProjectionHead, build_backbone
 from lightning_transfer.modules.base import OptimizedModule
 from lightning_transfer.optim import split_decay_groups
 
 LR_SCALING = ("none", "linear", "sqrt")
-ENCODER_FORMAT = "lightning_transfer.encoder/v1"
-
-
-def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1) -> torch.Tensor:
-    """Weighted kNN class scores (Wu et al. 2018): each of the ``k`` most cosine-similar bank
-    features votes for its label with weight ``exp(sim / temperature)``. Returns ``Q x num_classes``."""
-    with torch.autocast(device_type=query.device.type, enabled=False):  # float32 even under bf16/fp16 autocast
-        query, bank = F.normalize(query.float(), dim=1), F.normalize(bank.float(), dim=1)
-        sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
-        votes = torch.zeros(query.shape[0], num_classes, device=query.device, dtype=sims.dtype)
-        return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())
 
 
 class SimCLRModule(OptimizedModule):
@@ -48,6 +39,8 @@ class SimCLRModule(OptimizedModule):
     ``lr * global_batch / 256`` (the paper's 0.3 x B/256 with LARS), ``"sqrt"``:
     ``lr * sqrt(global_batch)`` (0.075 x sqrt(B), better for small batches).
     ``num_classes`` sizes the probe; ``None`` takes it from the DataModule (0 turns probe and kNN off).
+    A bad optimizer or schedule setting raises :class:`~lightning_transfer.errors.UserInputError` here,
+    at construction (:meth:`~lightning_transfer.modules.base.OptimizedModule.validate_optimization_settings`).
     ``compile=True`` compiles backbone and head with ``torch.compile`` when training starts (speed only;
     see :class:`~lightning_transfer.modules.base.OptimizedModule`).
     """
@@ -93,6 +86,7 @@ class SimCLRModule(OptimizedModule):
         self.save_hyperparameters(ignore=["backbone"] if self._custom_backbone else None)
         if self._custom_backbone:
             self.hparams.backbone = None
+        self.validate_optimization_settings()
         self.backbone, self.feature_dim = build_backbone(backbone, in_channels, small_images, pretrained_weights, feature_dim, width)
         self.projection = ProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, projection_layers)
         self.probe: nn.Linear | None = None
@@ -213,13 +207,26 @@ class SimCLRModule(OptimizedModule):
         """The encoder's weights, keys without any module prefix (load into the same backbone)."""
         return {k: v.detach().clone() for k, v in self.backbone.state_dict().items()}
 
-    def export_encoder(self, path: str) -> None:
-        """Write the encoder alone (weights + how to rebuild it) for :class:`FineTuneModule`."""
-        backbone = self.hparams.backbone
-        torch.save({
-            "format": ENCODER_FORMAT, "kind": "simclr", "modality": "image",
-            "encoder": {"backbone": backbone if isinstance(backbone, str) else None,
-                        "in_channels": self.hparams.in_channels, "small_images": self.hparams.small_images,
-                        "width": self.hparams.width, "feature_dim": self.feature_dim},
-            "state_dict": self.backbone_state_dict(),
-        }, path)
+    def encoder_config(self) -> dict[str, Any] | None:
+        """The backbone's architecture record (:mod:`~lightning_transfer.models.encoder_config`), or None
+        for a custom backbone module, which no file can rebuild."""
+        if self._custom_backbone:
+            return None
+        hp = self.hparams
+        return {"modality": "image", "backbone": hp.backbone, "in_channels": hp.in_channels,
+                "small_images": hp.small_images, "width": hp.width}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Mark the checkpoint for fine-tuning (:mod:`~lightning_transfer.models.encoder_handoff`): the
+        backbone's description, its weights under ``backbone.``."""
+        checkpoint[HANDOFF_KEY] = encoder_marker("simclr", "image", self.encoder_config(), "backbone.")
+
+    def export_encoder(self, path: str | Path) -> Path:
+        """Write the encoder alone into the directory ``path`` (``encoder.safetensors`` +
+        ``encoder.json``, see :func:`~lightning_transfer.models.encoder_handoff.save_encoder`), for
+        ``FineTuneModule(pretrained=path)`` and other projects. Returns ``path``. A custom backbone module
+        cannot be rebuilt from a file: :class:`UserInputError` (save ``self.backbone.state_dict()`` instead)."""
+        if self._custom_backbone:
+            raise UserInputError("export_encoder needs a named backbone: a custom module cannot be rebuilt from a file; "
+                                 "save self.backbone.state_dict() and rebuild your module yourself")
+        return save_encoder(path, self.backbone, self.encoder_config(), kind="simclr")

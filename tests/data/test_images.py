@@ -61,6 +61,43 @@ def test_simclr_batches_hold_two_different_normalized_views(augment_on):
     torch.testing.assert_close(val["images"][0], expected, atol=1e-5, rtol=1e-5)
 
 
+def _train_views(dm: ImageDataModule, epochs: int = 2) -> list[torch.Tensor]:
+    loader = dm.train_dataloader()
+    return [torch.stack(dm.on_after_batch_transfer(batch, 0)["views"]) for _ in range(epochs) for batch in loader]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_views_do_not_depend_on_whether_the_loader_or_the_device_augments(num_workers):
+    """One randomness path: each batch's seed comes from the collate function's stream, and the
+    augmentation draws from that seed wherever it runs."""
+    def data(augment_on):
+        dm = ImageDataModule(source="mnist_demo", batch_size=8, val_size=10, test_size=4966, image_size=16,
+                             augment_on=augment_on, num_workers=num_workers)
+        dm.setup("fit")
+        return dm
+
+    on_loader, on_device = _train_views(data("loader")), _train_views(data("device"))
+    assert len(on_loader) == len(on_device) == 6
+    assert all(torch.equal(a, b) for a, b in zip(on_loader, on_device))
+    assert not torch.equal(on_loader[0], on_loader[3])  # the second epoch draws anew
+
+
+def test_each_process_draws_its_own_augmentation_from_the_same_seed(monkeypatch):
+    """Lightning seeds every DDP process alike; the rank is part of the augmentation's seed."""
+    from lightning_transfer import distributed
+
+    dm = ImageDataModule(source="mnist_demo", batch_size=4, image_size=16)
+    dm.setup("fit")
+    samples = [dm.train_set[i] for i in range(4)]
+
+    def views_on(rank: int) -> torch.Tensor:
+        monkeypatch.setattr(distributed, "rank", lambda: rank)
+        return torch.stack(dm.on_after_batch_transfer(dm._transform("train")(samples), 0)["views"])
+
+    assert torch.equal(views_on(0), views_on(0)) and torch.equal(views_on(1), views_on(1))
+    assert not torch.equal(views_on(0), views_on(1))
+
+
 def test_image_folder_source_reads_classes_and_skips_unreadable_files(tmp_path):
     root = write_image_folder(tmp_path / "imgs", per_class=6)
     (root / "dog" / "broken.png").write_bytes(b"not a png at all")

@@ -1,21 +1,16 @@
 import random
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from lightning_transfer.data import text as text_module
 from lightning_transfer.data.corpus import read_corpus, split_sentences
 from lightning_transfer.data.sources import minilm_directory
 from lightning_transfer.data.text import (
-    PretrainingCollator,
     TextClassificationDataModule,
     TextPretrainDataModule,
-    create_nsp_examples,
-    pack_sequences,
 )
 from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 from lightning_transfer.errors import UserInputError
@@ -45,175 +40,6 @@ def tokenizer_dir(tmp_path_factory, corpus_file):
     directory = tmp_path_factory.mktemp("tok")
     save_tokenizer(train_wordpiece([corpus_file.read_text()], vocab_size=200, min_frequency=1), directory)
     return directory
-
-
-def _int_documents(seed, n_docs, n_sentences, length=(1, 9)):
-    rng = random.Random(seed)
-    return [[[rng.randint(10, 99) for _ in range(rng.randint(*length))] for _ in range(n_sentences)] for _ in range(n_docs)]
-
-
-# ------------------------------------------------------------------------------------------------
-# NSP pairs and packing (pure functions)
-# ------------------------------------------------------------------------------------------------
-def test_nsp_pairs_have_cls_a_sep_b_sep_layout_token_types_and_fit_max_length():
-    docs = _int_documents(0, 30, 12)
-    columns = create_nsp_examples(docs, 32, CLS, SEP, random.Random(0), short_seq_prob=0.1)
-    assert len(columns["input_ids"]) > 30
-    for ids, types, special, length in zip(
-        columns["input_ids"], columns["token_type_ids"], columns["special_tokens_mask"], columns["length"]
-    ):
-        assert len(ids) == length <= 32
-        seps = [i for i, t in enumerate(ids) if t == SEP]
-        assert ids[0] == CLS and len(seps) == 2 and seps[1] == len(ids) - 1
-        assert seps[0] >= 2 and seps[1] - seps[0] >= 2  # A and B are not empty
-        assert types == [0] * (seps[0] + 1) + [1] * (len(ids) - seps[0] - 1)
-        assert special == [int(t in (CLS, SEP)) for t in ids]
-
-
-def test_nsp_about_half_of_the_pairs_take_a_random_b():
-    docs = _int_documents(1, 200, 40, length=(4, 8))
-    labels = create_nsp_examples(docs, 64, CLS, SEP, random.Random(0), short_seq_prob=0.0)["next_sentence_label"]
-    assert len(labels) > 800
-    assert 0.45 < np.mean(labels) < 0.60
-
-
-def test_nsp_random_b_comes_from_another_document_true_b_continues_a_and_no_sentence_is_dropped():
-    # token 1000 * doc + sentence: every sentence is one identifiable token
-    docs = [[[1000 * d + k] for k in range(8)] for d in range(1, 30)]
-    columns = create_nsp_examples(docs, 16, CLS, SEP, random.Random(0), short_seq_prob=0.0)
-    own_document = set()
-    for ids, label in zip(columns["input_ids"], columns["next_sentence_label"]):
-        sep = ids.index(SEP)
-        a, b = ids[1:sep], ids[sep + 1 : -1]
-        assert [t - a[0] for t in a] == list(range(len(a)))  # A is consecutive sentences of one document
-        own_document.update(a)
-        if label == 0:
-            assert b[0] == a[-1] + 1 and [t - b[0] for t in b] == list(range(len(b)))
-            own_document.update(b)
-        else:
-            assert b[0] // 1000 != a[0] // 1000
-    # sentences left over when B is random are put back, so each one shows up with its own document
-    assert own_document == {t for doc in docs for sentence in doc for t in sentence}
-
-
-def test_nsp_truncates_a_sentence_longer_than_the_model():
-    docs = [[[7] * 500, [8] * 3], [[9] * 4, [9] * 4]]
-    columns = create_nsp_examples(docs, 16, CLS, SEP, random.Random(0))
-    assert max(columns["length"]) <= 16 and 7 in columns["input_ids"][0]
-
-
-def test_packing_loses_no_token_and_keeps_corpus_order():
-    docs = _int_documents(2, 25, 6, length=(1, 30))  # some sentences longer than the model
-    columns = pack_sequences(docs, 16, CLS, SEP)
-    flat = [t for ids, special in zip(columns["input_ids"], columns["special_tokens_mask"]) for t, s in zip(ids, special) if not s]
-    assert flat == [t for doc in docs for sentence in doc for t in sentence]
-    assert max(columns["length"]) <= 16
-    for ids in columns["input_ids"]:
-        assert ids[0] == CLS and ids[-1] == SEP
-    assert all(set(types) == {0} for types in columns["token_type_ids"])
-
-
-def test_building_examples_shows_a_progress_bar_only_when_asked_and_gives_the_same_examples(capsys):
-    docs = _int_documents(3, 8, 4, length=(1, 12))
-    assert pack_sequences(docs, 16, CLS, SEP, progress="Packing train") == pack_sequences(docs, 16, CLS, SEP)
-    assert create_nsp_examples(docs, 16, CLS, SEP, random.Random(0), progress="Building pairs") == \
-        create_nsp_examples(docs, 16, CLS, SEP, random.Random(0))
-    err = capsys.readouterr().err
-    assert "Packing train" in err and "Building pairs" in err and f"{len(docs)}/{len(docs)}" in err
-
-
-def test_packing_separates_documents_with_sep_and_moves_a_sentence_that_does_not_fit():
-    docs = [[[11, 12], [13]], [[21, 22, 23]], [[31] * 5, [32] * 4]]
-    columns = pack_sequences(docs, 10, CLS, SEP)  # room for 8 tokens between [CLS] and [SEP]
-    assert columns["input_ids"] == [
-        [CLS, 11, 12, 13, SEP, 21, 22, 23, SEP],
-        [CLS, 31, 31, 31, 31, 31, SEP],
-        [CLS, 32, 32, 32, 32, SEP],
-    ]
-    assert columns["special_tokens_mask"][0] == [1, 0, 0, 0, 1, 0, 0, 0, 1]
-
-
-def test_whole_word_ids_group_word_pieces_and_mark_specials():
-    docs = [[[10, 11, 12], [20, 21]], [[30]]]
-    starts = [[[1, 0, 1], [1, 1]], [[1]]]
-    columns = pack_sequences(docs, 16, CLS, SEP, word_starts=starts)
-    assert columns["input_ids"] == [[CLS, 10, 11, 12, 20, 21, SEP, 30, SEP]]
-    assert columns["word_ids"] == [[-1, 0, 0, 1, 2, 3, -1, 4, -1]]
-
-
-# ------------------------------------------------------------------------------------------------
-# Collator
-# ------------------------------------------------------------------------------------------------
-def _examples():
-    rng = random.Random(0)
-    out = []
-    for n in (12, 30, 7):
-        ids = [CLS] + [rng.randint(10, 99) for _ in range(n)] + [SEP]
-        out.append(
-            {
-                "input_ids": np.array(ids),
-                "token_type_ids": np.array([0] * (n // 2 + 1) + [1] * (n - n // 2 + 1)),
-                "special_tokens_mask": np.array([1] + [0] * n + [1]),
-                "word_ids": np.array([-1] + [k // 3 for k in range(n)] + [-1]),
-                "next_sentence_label": n % 2,
-            }
-        )
-    return out
-
-
-def test_collator_pads_to_the_longest_and_labels_only_non_special_real_tokens():
-    examples = _examples()
-    batch = PretrainingCollator(PAD, MASK, 100, mlm_probability=0.5, seed=0)(examples)
-    assert batch["input_ids"].shape == (3, 32) and batch["input_ids"].dtype == torch.long
-    original = torch.full((3, 32), PAD)
-    special = torch.ones(3, 32, dtype=torch.bool)
-    for i, e in enumerate(examples):
-        n = len(e["input_ids"])
-        original[i, :n] = torch.as_tensor(e["input_ids"])
-        special[i, :n] = torch.as_tensor(e["special_tokens_mask"]).bool()
-        assert batch["attention_mask"][i].tolist() == [1] * n + [0] * (32 - n)
-        assert batch["token_type_ids"][i, :n].tolist() == e["token_type_ids"].tolist()
-        assert (batch["input_ids"][i, n:] == PAD).all() and (batch["token_type_ids"][i, n:] == 0).all()
-    selected = batch["labels"] != -100
-    assert selected.any() and not (selected & special).any()
-    assert torch.equal(batch["labels"][selected], original[selected])
-    assert torch.equal(batch["input_ids"][~selected], original[~selected])
-    assert batch["next_sentence_label"].tolist() == [0, 0, 1]
-
-
-def test_collator_draws_a_new_mask_each_time_but_validation_masks_are_fixed():
-    examples = _examples()
-    train = PretrainingCollator(PAD, MASK, 100, seed=0)
-    assert not torch.equal(train(examples)["labels"], train(examples)["labels"])
-    val = PretrainingCollator(PAD, MASK, 100, seed=0, fixed=True)
-    first = val(examples)["labels"]
-    assert torch.equal(first, val(examples)["labels"])
-    assert torch.equal(first, PretrainingCollator(PAD, MASK, 100, seed=0, fixed=True)(examples)["labels"])
-
-
-def test_whole_word_collator_masks_every_piece_of_a_selected_word():
-    examples = _examples()
-    batch = PretrainingCollator(PAD, MASK, 100, mlm_probability=0.3, whole_word_masking=True, seed=1)(examples)
-    for i, e in enumerate(examples):
-        selected = (batch["labels"][i, : len(e["word_ids"])] != -100).tolist()
-        for word in set(e["word_ids"].tolist()) - {-1}:
-            flags = {s for s, w in zip(selected, e["word_ids"].tolist()) if w == word}
-            assert len(flags) == 1
-
-
-def test_masks_are_reproducible_across_runs_and_new_every_epoch_with_workers():
-    examples = _examples() * 2
-
-    def epochs(n):
-        loader = DataLoader(
-            examples, batch_size=6, num_workers=1, collate_fn=PretrainingCollator(PAD, MASK, 100, seed=0),
-            generator=torch.Generator().manual_seed(0),
-        )
-        return [next(iter(loader))["labels"] for _ in range(n)]
-
-    first, second = epochs(2), epochs(1)
-    assert torch.equal(first[0], second[0])
-    assert not torch.equal(first[0], first[1])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -280,7 +106,7 @@ def test_second_setup_loads_the_cache_without_tokenizing_again(tmp_path, corpus_
     def fail(*args, **kwargs):
         raise AssertionError("tokenized again")
 
-    monkeypatch.setattr(text_module, "_tokenize_corpus", fail)
+    monkeypatch.setattr(text_module, "tokenize_corpus", fail)
     second = TextPretrainDataModule(**kwargs)
     second.setup()
     assert second.loaded_from_cache and second.cache_path == first.cache_path
@@ -310,7 +136,7 @@ def test_changed_tokenizer_or_corpus_or_settings_miss_the_cache(tmp_path, corpus
 
 
 def test_without_a_tokenizer_one_is_trained_once_and_reused(tmp_path, corpus_file):
-    kwargs = dict(source=str(corpus_file), vocab_size=150, min_frequency=1, cache_dir=str(tmp_path), max_seq_length=32)
+    kwargs = dict(source=str(corpus_file), tokenizer_vocab_size=150, min_frequency=1, cache_dir=str(tmp_path), max_seq_length=32)
     first = TextPretrainDataModule(**kwargs)
     assert first.vocab_size <= 150 and first.special_ids["pad"] == 0
     first.setup()
@@ -340,75 +166,6 @@ def test_tokenizing_in_several_processes_gives_the_same_examples(tmp_path, corpu
 def test_pretrain_datamodule_rejects_bad_settings(tmp_path, kwargs, message):
     with pytest.raises(UserInputError, match=message):
         TextPretrainDataModule(cache_dir=str(tmp_path), **kwargs).setup()
-
-
-# ------------------------------------------------------------------------------------------------
-# Corpus reading
-# ------------------------------------------------------------------------------------------------
-DOCS = ["The first document. It has two sentences.", "Second document here.", "Third one!"]
-
-
-@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
-def test_read_corpus_reads_table_files_one_document_per_row(tmp_path, suffix):
-    frame = pd.DataFrame({"body": DOCS + [None], "id": [1, 2, 3, 4]})
-    path = tmp_path / f"corpus{suffix}"
-    {
-        ".csv": lambda: frame.to_csv(path, index=False),
-        ".tsv": lambda: frame.to_csv(path, sep="\t", index=False),
-        ".json": lambda: frame.to_json(path, orient="records"),
-        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
-        ".parquet": lambda: frame.to_parquet(path),
-    }[suffix]()
-    assert read_corpus(path, text_column="body") == DOCS
-
-
-def test_read_corpus_txt_splits_documents_at_blank_lines_or_by_line_or_file(tmp_path):
-    (tmp_path / "a.txt").write_text("One. Two.\nThree.\n\n \nFour.\n", encoding="utf-8")
-    (tmp_path / "b.txt").write_text("Five.\n", encoding="utf-8")
-    assert read_corpus(tmp_path) == ["One. Two.\nThree.", "Four.", "Five."]
-    assert read_corpus(tmp_path, txt_documents="line") == ["One. Two.", "Three.", "Four.", "Five."]
-    assert read_corpus(tmp_path / "a.txt", txt_documents="file") == ["One. Two.\nThree.\n\n \nFour."]
-
-
-def test_read_corpus_demo_has_reviews_and_plot_summaries():
-    documents = read_corpus("reviews_demo")
-    assert len(documents) > 13000 and documents[0] == "A three-hour cinema master class."
-
-
-def test_missing_text_column_lists_the_available_columns(tmp_path):
-    pd.DataFrame({"review": ["x"], "stars": [5]}).to_csv(tmp_path / "t.csv", index=False)
-    with pytest.raises(UserInputError, match="no column 'text'; available columns: review, stars"):
-        read_corpus(tmp_path / "t.csv")
-
-
-def test_whitespace_only_corpus_is_an_error(tmp_path):
-    (tmp_path / "empty.txt").write_text("  \n\n\t\n")
-    with pytest.raises(UserInputError, match="no text"):
-        read_corpus(tmp_path / "empty.txt")
-
-
-def test_missing_file_is_reported_not_sent_to_the_hub(tmp_path):
-    with pytest.raises(UserInputError, match="does not exist"):
-        read_corpus(str(tmp_path / "nope.txt"))
-
-
-def test_binary_file_is_an_error(tmp_path):
-    (tmp_path / "blob.txt").write_bytes(b"\x89PNG\x00\x00\x01binary")
-    with pytest.raises(UserInputError, match="binary"):
-        read_corpus(tmp_path / "blob.txt")
-
-
-def test_lines_that_are_not_utf8_are_skipped_with_a_counted_warning(tmp_path):
-    (tmp_path / "mixed.txt").write_bytes("Good line.\nCaf\xe9 latin-1.\nAnother good one.\n".encode("latin-1"))
-    with pytest.warns(UserWarning, match="skipped 1 of"):
-        assert read_corpus(tmp_path / "mixed.txt", txt_documents="line") == ["Good line.", "Another good one."]
-
-
-def test_offline_hub_dataset_fails_with_one_line_pointing_to_local_files():
-    with pytest.raises(UserInputError) as info:
-        read_corpus("someone/surely-not-cached-dataset")
-    message = str(info.value)
-    assert "\n" not in message and "network" in message and "local files" in message
 
 
 # ------------------------------------------------------------------------------------------------
@@ -509,3 +266,15 @@ def test_hub_dataset_splits_and_class_names_are_used_and_an_unlabeled_test_split
     assert dm.label_names == ["neg", "pos"]
     assert (len(dm.train_dataset), len(dm.val_dataset), len(dm.test_dataset)) == (30, 6, 10)
     assert read_corpus("glue_like", text_column="sentence", hub_split="validation")[0] == "sentence 0"
+
+
+def test_the_old_vocab_size_argument_fails_with_one_line_naming_tokenizer_vocab_size(tmp_path):
+    with pytest.raises(UserInputError, match="rename data.init_args.vocab_size to data.init_args.tokenizer_vocab_size") as info:
+        TextPretrainDataModule(vocab_size=8192, cache_dir=str(tmp_path))
+    assert "\n" not in str(info.value)
+
+
+def test_pretrain_hyperparameters_name_the_tokenizer_size_apart_from_the_model_vocab_size(tmp_path, corpus_file):
+    dm = TextPretrainDataModule(source=str(corpus_file), tokenizer_vocab_size=150, min_frequency=1, cache_dir=str(tmp_path))
+    assert dm.hparams.tokenizer_vocab_size == 150 and "vocab_size" not in dm.hparams
+    assert dm.vocab_size == dm.tokenizer.get_vocab_size() <= 150  # the read-only size the model links to

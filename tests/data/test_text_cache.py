@@ -9,6 +9,11 @@ import random
 import pytest
 
 from lightning_transfer.data.text import TextPretrainDataModule
+from lightning_transfer.data.text_cache import (
+    cache_key,
+    cached_tokenizer,
+    write_atomically,
+)
 from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 
 WORDS = ["cat", "dog", "owl", "fox", "sees", "likes", "the", "river", "house", "red", "big", "small"]
@@ -75,3 +80,51 @@ def test_two_processes_building_the_same_cache_at_once_both_get_the_same_complet
     assert reference.train_dataset.with_format(None)["input_ids"][:] == outcomes[0][1]
     leftovers = [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".tmp-")]
     assert not leftovers
+
+
+def _write_file(name, text):
+    def write(directory):
+        directory.mkdir()
+        (directory / name).write_text(text)
+    return write
+
+
+def test_an_atomic_write_keeps_the_first_complete_copy_and_leaves_no_temporary_directory(tmp_path):
+    target = tmp_path / "cache" / "entry"
+    write_atomically(_write_file("done", "first"), target, complete="done")
+    write_atomically(_write_file("done", "second"), target, complete="done")  # lost the race: discarded
+    assert (target / "done").read_text() == "first"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["entry"]
+
+
+def test_an_atomic_write_that_fails_leaves_neither_the_entry_nor_a_temporary_directory(tmp_path):
+    def fail(directory):
+        _write_file("done", "half")(directory)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(fail, tmp_path / "entry", complete="done")
+    assert list(tmp_path.iterdir()) == []
+    _write_file("partial", "x")(tmp_path / "entry")  # an incomplete entry in the way: an error, not a success
+    with pytest.raises(OSError):
+        write_atomically(_write_file("done", "x"), tmp_path / "entry", complete="done")
+
+
+def test_a_cached_tokenizer_is_trained_once_then_read_back(tmp_path, corpus_and_tokenizer):
+    corpus, _ = corpus_and_tokenizer
+    calls = []
+
+    def train():
+        calls.append(1)
+        return train_wordpiece([corpus.read_text()], vocab_size=40, min_frequency=1)
+
+    first = cached_tokenizer(tmp_path / "tokenizer-x", train)
+    second = cached_tokenizer(tmp_path / "tokenizer-x", train)
+    assert len(calls) == 1 and first.to_str() == second.to_str()
+
+
+def test_cache_keys_are_stable_and_change_with_any_part():
+    assert cache_key("v1", "abc", 3, 0.5) == cache_key("v1", "abc", 3, 0.5)
+    assert len({cache_key("v1", "abc", 3, 0.5), cache_key("v1", "abc", 4, 0.5), cache_key("v2", "abc", 3, 0.5)}) == 3
+    assert len(cache_key("v1")) == 16 and int(cache_key("v1"), 16) >= 0
+

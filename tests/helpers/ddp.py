@@ -105,8 +105,8 @@ class CrashAtStep(pl.Callback):
 
 class SeedPerRank(pl.Callback):
     """Gives each process its own global random stream when training starts. On resume this runs
-    after Lightning (or ``restore_loader_states`` in the module's ``on_train_start``) loaded the
-    loader state, but before the loader restores the random state, at its first new batch."""
+    before the loader restores the random state from the checkpoint, at its first new batch (whether
+    Lightning or the module's ``ResumeTrainLoaders`` callback loaded the loader state)."""
 
     def on_train_start(self, trainer, pl_module):
         torch.manual_seed(100 + trainer.global_rank)

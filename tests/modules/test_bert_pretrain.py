@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from lightning_transfer import BertPretrainModule, TextPretrainDataModule
 from lightning_transfer.data.sources import minilm_directory
-from lightning_transfer.data.tokenizer import train_wordpiece
+from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.models.bert import BertModel
 from lightning_transfer.optim import warmup_factor
@@ -346,7 +346,7 @@ def fitted(tmp_path_factory):
     """A short fit on a toy corpus through TextPretrainDataModule: val MLM losses before and during
     training, the LR of every step, and a checkpoint."""
     root = tmp_path_factory.mktemp("fit")
-    data = TextPretrainDataModule(source=str(write_toy_corpus(root / "corpus.txt")), vocab_size=200, max_seq_length=32,
+    data = TextPretrainDataModule(source=str(write_toy_corpus(root / "corpus.txt")), tokenizer_vocab_size=200, max_seq_length=32,
                                   nsp=True, batch_size=16, val_fraction=0.1, cache_dir=str(root / "cache"))
     torch.manual_seed(0)
     module = BertPretrainModule(vocab_size=None, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
@@ -381,14 +381,31 @@ def test_short_fit_on_a_text_datamodule_lowers_the_validation_mlm_loss(fitted):
     assert metrics["val/mlm_ppl"].item() == pytest.approx(math.exp(metrics["val/mlm_loss"].item()), rel=1e-4)
 
 
-def test_hyperparameters_clashing_with_the_datamodule_are_logged_under_a_model_prefix(fitted):
+def test_logged_hyperparameters_hold_the_model_vocab_size_beside_the_tokenizer_target_size(fitted):
     import yaml
 
-    # TextPretrainDataModule's vocab_size (the tokenizer's target size, 200) is not the model's
-    # (the trained tokenizer's actual size); Lightning's merge would stop the run on the clash.
+    # The DataModule's tokenizer_vocab_size (the target size, 200) is not the model's vocab_size (the
+    # trained tokenizer's actual size): two keys, so Lightning's merge of the two sets has no clash.
     logged = yaml.safe_load(fitted["hparams"].read_text())
-    assert logged["vocab_size"] == 200 and logged["model/vocab_size"] == fitted["data"].vocab_size < 200
-    assert logged["hidden_size"] == 48 and logged["nsp"] is True
+    assert logged["tokenizer_vocab_size"] == 200 and logged["vocab_size"] == fitted["data"].vocab_size < 200
+    assert logged["hidden_size"] == 48 and logged["nsp"] is True and not any(key.startswith("model/") for key in logged)
+
+
+def test_hyperparameters_clashing_with_the_datamodule_are_logged_under_a_model_prefix(fitted, tmp_path):
+    import yaml
+
+    # model.tokenizer=None takes the DataModule's tokenizer: a valid run, although the two `tokenizer`
+    # hyperparameters differ, which would stop Lightning's merge of the two sets.
+    tokenizer = save_tokenizer(fitted["data"].tokenizer, tmp_path / "tokenizer")
+    data = TextPretrainDataModule(source=str(fitted["root"] / "corpus.txt"), tokenizer=str(tokenizer), max_seq_length=32,
+                                  nsp=True, batch_size=16, val_fraction=0.1, cache_dir=str(tmp_path / "cache"))
+    module = BertPretrainModule(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                max_position_embeddings=32)
+    logger = pl.loggers.CSVLogger(tmp_path / "logs", name="", version="")
+    quiet_trainer(max_steps=1, limit_val_batches=1, logger=logger).fit(module, datamodule=data)
+    logged = yaml.safe_load((tmp_path / "logs" / "hparams.yaml").read_text())
+    assert logged["tokenizer"] == str(tokenizer) and logged["model/tokenizer"] is None
+    assert logged["vocab_size"] == data.vocab_size and logged["nsp"] is True
 
 
 def test_learning_rate_warms_up_then_decays_linearly_every_step(fitted):
@@ -413,8 +430,9 @@ def test_checkpoint_reloads_alone_with_weights_vocab_size_tokenizer_and_kind(fit
     reference = module.state_dict()
     assert all(torch.equal(value, reference[key]) for key, value in loaded.state_dict().items())
     assert loaded.tokenizer is not None and loaded.tokenizer.to_str() == fitted["data"].tokenizer.to_str()
-    marker = torch.load(path, map_location="cpu", weights_only=False)["lightning_transfer"]
-    assert (marker["kind"], marker["modality"]) == ("bert_pretrain", "text")
+    marker = torch.load(path, map_location="cpu", weights_only=True)["lightning_transfer"]
+    assert (marker["kind"], marker["modality"], marker["state_dict_prefix"]) == ("bert", "text", "model.bert.")
+    assert marker["encoder"] == module.encoder.config.to_dict()
 
 
 def test_save_pretrained_loads_in_transformers_with_identical_logits_and_tokenizer(fitted, tmp_path):

@@ -17,7 +17,9 @@ from lightning_transfer.data.sources import minilm_directory
 from lightning_transfer.data.tokenizer import save_tokenizer, train_wordpiece
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.models.bert import BertConfig, BertModel
-from lightning_transfer.models.loading import encoder_blocks, load_encoder, save_encoder
+from lightning_transfer.models.encoder_blocks import encoder_blocks
+from lightning_transfer.models.encoder_handoff import save_encoder
+from lightning_transfer.models.loading import load_encoder
 from lightning_transfer.models.vision import build_backbone
 from lightning_transfer.modules.finetune import FineTuneModule
 
@@ -332,9 +334,9 @@ def test_simclr_lightning_checkpoint_loads_the_exact_backbone_weights(simclr_che
 
 def test_exported_simclr_encoder_file_loads_the_exact_weights(simclr_checkpoint, tmp_path):
     _, simclr = simclr_checkpoint
-    simclr.export_encoder(str(tmp_path / "encoder.pt"))
-    module = FineTuneModule(pretrained=str(tmp_path / "encoder.pt"), num_classes=10)
-    assert module.source_info["source"] == "encoder_file" and module.modality == "image"
+    simclr.export_encoder(str(tmp_path / "encoder"))
+    module = FineTuneModule(pretrained=str(tmp_path / "encoder"), num_classes=10)
+    assert module.source_info["source"] == "encoder_directory" and module.modality == "image"
     assert all(torch.equal(module.encoder.state_dict()[k], v) for k, v in simclr.backbone_state_dict().items())
 
 
@@ -355,11 +357,12 @@ def test_hf_directory_of_a_tiny_bert_loads_the_exact_weights(tiny_bert_directory
     assert all(torch.equal(module.encoder.state_dict()[k], v) for k, v in model.state_dict().items())
 
 
-def test_saved_bert_encoder_file_loads_the_exact_weights(tiny_bert_directory, tmp_path):
+def test_saved_bert_encoder_is_a_hugging_face_directory_with_the_exact_weights(tiny_bert_directory, tmp_path):
     _, model = tiny_bert_directory
-    save_encoder(tmp_path / "bert.pt", model, model.config.to_dict())
-    encoder, modality, dim, info = load_encoder(tmp_path / "bert.pt")
-    assert (modality, dim, info["kind"], info["source"]) == ("text", 32, "bert", "encoder_file")
+    save_encoder(tmp_path / "bert", model, model.config.to_dict())
+    assert (tmp_path / "bert" / "config.json").is_file() and (tmp_path / "bert" / "model.safetensors").is_file()
+    encoder, modality, dim, info = load_encoder(tmp_path / "bert")
+    assert (modality, dim, info["kind"], info["source"]) == ("text", 32, "bert", "hf_directory")
     assert all(torch.equal(encoder.state_dict()[k], v) for k, v in model.state_dict().items())
 
 

@@ -1,17 +1,18 @@
 """SimCLRModule: learning, the probe and kNN monitors, LR scaling and schedule, checkpoints, export."""
-import math
+
+import json
 
 import lightning.pytorch as pl
 import pytest
 import torch
-import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from lightning_transfer import ImageDataModule, SimCLRModule
 from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.errors import UserInputError
-from lightning_transfer.modules.simclr import knn_predict
 from lightning_transfer.optim import LARS, warmup_factor
+from tests.helpers.knn import naive_knn_scores
 
 
 def tiny_module(**overrides) -> SimCLRModule:
@@ -62,43 +63,6 @@ def test_probe_does_not_change_encoder_gradients():
         grads.append(torch.cat([p.grad.flatten() for p in module.backbone.parameters()]))
     torch.testing.assert_close(grads[0], grads[1])
     assert with_probe.probe.weight.grad.abs().sum() > 0
-
-
-def test_knn_predict_matches_a_naive_weighted_vote():
-    torch.manual_seed(0)
-    bank, labels, query = torch.randn(50, 8), torch.randint(0, 3, (50,)), torch.randn(4, 8)
-    scores = knn_predict(query, bank, labels, 3, k=5, temperature=0.5)
-    for q in range(4):
-        sims = F.cosine_similarity(query[q : q + 1], bank)
-        expected = torch.zeros(3)
-        for j in sims.topk(5).indices:
-            expected[labels[j]] += math.exp(sims[j] / 0.5)
-        torch.testing.assert_close(scores[q], expected, rtol=1e-4, atol=1e-5)
-
-
-def naive_knn_scores(query: torch.Tensor, bank: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int,
-                     temperature: float) -> torch.Tensor:
-    """Wu et al. 2018's weighted vote, one float32 query at a time, outside any autocast."""
-    scores = torch.zeros(len(query), num_classes)
-    for q in range(len(query)):
-        sims = F.cosine_similarity(query[q : q + 1].float(), bank.float())
-        for j in sims.topk(min(k, len(bank))).indices:
-            scores[q, labels[j]] += math.exp(sims[j].item() / temperature)
-    return scores
-
-
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
-def test_knn_predict_under_half_precision_autocast_is_float32_and_equals_the_float32_naive_vote(dtype):
-    """The kNN monitor runs inside the validation step, under autocast with precision="bf16-mixed"
-    (or 16-mixed): it must stay float32 (not crash on a half-precision similarity scattered into
-    float32 votes, and not round the similarities to 3 digits)."""
-    g = torch.Generator().manual_seed(0)
-    bank, query = torch.randn(60, 16, generator=g), torch.randn(6, 16, generator=g)
-    labels = torch.randint(0, 4, (60,), generator=g)
-    with torch.autocast("cpu", dtype=dtype):
-        scores = knn_predict(query, bank, labels, 4, k=7, temperature=0.1)
-    assert scores.dtype == torch.float32
-    torch.testing.assert_close(scores, naive_knn_scores(query, bank, labels, 4, 7, 0.1), rtol=1e-5, atol=1e-6)
 
 
 def test_bf16_mixed_fit_with_probe_and_knn_bank_logs_finite_monitors():
@@ -196,14 +160,24 @@ def test_checkpoint_loads_alone_and_export_gives_prefix_free_encoder(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[key], value)
     exported = loaded.backbone_state_dict()
     assert set(exported) == set(module.backbone.state_dict()) and not any(k.startswith("backbone.") for k in exported)
-    module.export_encoder(tmp_path / "encoder.pt")
-    saved = torch.load(tmp_path / "encoder.pt")
-    assert saved["kind"] == "simclr" and saved["modality"] == "image" and saved["encoder"]["feature_dim"] == 64
+    written = module.export_encoder(tmp_path / "encoder")
+    description = json.loads((written / "encoder.json").read_text())
+    assert (description["kind"], description["modality"], description["encoder"]["backbone"]) == ("simclr", "image", "convnet")
+    assert load_file(written / "encoder.safetensors").keys() == exported.keys()
 
 
 def test_channel_mismatch_is_a_clear_error():
     with pytest.raises(UserInputError, match="in_channels: 1"):
         trainer(max_steps=1).fit(tiny_module(in_channels=3), tiny_data())
+
+
+def test_a_bad_optimizer_setting_fails_at_construction_not_at_fit():
+    """The optimizer settings are checked in the constructor (OptimizedModule), not first when
+    configure_optimizers runs inside fit."""
+    with pytest.raises(UserInputError, match="unknown optimizer 'adagrad'; choose one of lars, adamw, sgd, adam"):
+        tiny_module(optimizer="adagrad")
+    with pytest.raises(UserInputError, match="warmup_fraction must be"):
+        tiny_module(warmup_fraction=1.5)
 
 
 def fixed_views(n: int = 32, seed: int = 0) -> dict:
