@@ -1,7 +1,6 @@
 """The lightning-transfer CLI's own behaviour: --print_config, one-line errors, and recipes that compose
 configs/base/loggers.yaml and still run alone. Every config fitting, testing, predicting and resuming
 through the real process: tests/test_launch_matrix.py."""
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,16 +63,3 @@ def test_the_shared_loggers_follow_default_root_dir_from_the_command_line(capsys
                                capsys)["trainer"]
     assert trainer["default_root_dir"] == mine
     assert [entry["init_args"]["save_dir"] for entry in trainer["logger"]] == [mine, mine]
-
-
-def test_a_recipe_runs_alone_from_another_directory(tmp_path):
-    """One --config, no other flag but short-run limits: both shared loggers write into the recipe's
-    own default_root_dir, relative to the working directory."""
-    short = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-             "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
-             "--data.init_args.batch_size", "32", "--data.init_args.knn_bank_size", "256"]
-    subprocess.run([sys.executable, "-m", "lightning_transfer.cli", "fit", "--config", str(ROOT / "configs/simclr/mnist.yaml"),
-                    *short], cwd=tmp_path, capture_output=True, text=True, check=True,
-                   env={**os.environ, "OMP_NUM_THREADS": "1"})
-    version = tmp_path / "runs/simclr_mnist/lightning_logs/version_0"
-    assert (version / "metrics.csv").is_file() and list(version.glob("events.out.tfevents.*"))

@@ -10,7 +10,9 @@ from the fit's ``fit_config.yaml``, and the export entry point (``python -m ligh
 DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
 ``--ckpt_path``; the DDP fit of ``configs/simclr/stl10.yaml`` starts through ``scripts/torchrun.sh``
 (torchrun's processes, which Lightning joins, as on a cluster without SLURM) instead of Lightning's own
-launcher. Every process must exit 0 and leave the promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
+launcher; the one-process fit of ``configs/simclr/mnist.yaml`` writes into the recipe's own
+``default_root_dir``, and a separate test fits that recipe at its own model and batch size under DDP bf16.
+Every process must exit 0 and leave the promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
 validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
 ``torch.load(weights_only=True)``.
 
@@ -112,10 +114,18 @@ def launch(args: list[str], cwd: Path, timeout: float = 420, env: dict | None = 
     return result
 
 
-def fit_args(config: str, leg: str, root: Path, values: dict) -> list[str]:
-    overrides = AT_RECIPE_SIZE_OVERRIDES if (config, leg) == AT_RECIPE_SIZE else OVERRIDES.get(config, [])
-    extra = [arg.format(**values) for arg in overrides]
-    return ["fit", "--config", str(ROOT / config), *SHORT, *LEGS[leg], *extra, "--trainer.default_root_dir", str(root)]
+def fit_args(config: str, leg: str, root: Path | None, values: dict, overrides: list[str] | None = None) -> list[str]:
+    """``fit`` of ``config`` on ``leg`` into ``root`` (None: the recipe's own ``default_root_dir``, relative
+    to the working directory)."""
+    extra = [arg.format(**values) for arg in (OVERRIDES.get(config, []) if overrides is None else overrides)]
+    where = [] if root is None else ["--trainer.default_root_dir", str(root)]
+    return ["fit", "--config", str(ROOT / config), *SHORT, *LEGS[leg], *extra, *where]
+
+
+def recipe_root(config: str, cwd: Path) -> Path:
+    import yaml
+
+    return cwd / yaml.safe_load((ROOT / config).read_text())["trainer"]["default_root_dir"]
 
 
 # ----------------------------------------------------------------------------- what a run must leave
@@ -227,15 +237,14 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
     values = {"images": str(images), "cache": str(tmp_path / "cache")}
     for config in CHAINS[chain]:
         for leg in LEGS:
-            root = tmp_path / Path(config).stem / leg
-            args = fit_args(config, leg, root, values)
+            own_root = (config, leg) == OWN_ROOT
+            root = recipe_root(config, tmp_path) if own_root else tmp_path / Path(config).stem / leg
+            args = fit_args(config, leg, None if own_root else root, values)
             killed = (config, leg) == KILLED_AND_RESUMED
             if killed:
                 kill_mid_epoch_and_resume(args, root, tmp_path)
             elif (config, leg) == TORCHRUN:
                 launch_with_torchrun(config, args, tmp_path)
-            elif (config, leg) == AT_RECIPE_SIZE:
-                launch_at_recipe_size(args, tmp_path)
             else:
                 launch(args, cwd=tmp_path)
             best = check_fit(root, config, resumed=killed)
@@ -249,20 +258,25 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
             check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT)
 
 
-AT_RECIPE_SIZE = ("configs/simclr/mnist.yaml", "ddp_bf16")  # the recipe's own model and batch, 2 steps
-AT_RECIPE_SIZE_OVERRIDES = ["--data.init_args.knn_bank_size", "512", "--trainer.limit_val_batches", "1"]  # monitors only
+OWN_ROOT = ("configs/simclr/mnist.yaml", "single_32")  # no --trainer.default_root_dir: the recipe's own, as it ships
 DDP_PREDICT = "configs/finetune/mnist_from_simclr.yaml"  # its predict runs on the fit's two processes
 TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
 
 
-def launch_at_recipe_size(args: list[str], cwd: Path) -> None:
-    """The recipe's model and batch (512 views per process), as its user launches it on this machine: no
-    opt-in to emulated bf16. On a CPU without native bf16 kernels the modules train in 32-true and say so
-    (lightning_transfer.precision); emulated, two steps would take minutes (a bf16 step of this CNN took
-    46 s against 2.7 s in fp32) and the launch would time out, as a user's job was killed by its launcher."""
+AT_RECIPE_SIZE = ["--data.init_args.knn_bank_size", "512", "--trainer.limit_val_batches", "1"]  # shrinks monitors only
+
+
+def test_the_simclr_mnist_recipe_at_its_own_size_under_ddp_bf16(tmp_path):
+    """The recipe's own model and batch (512 views per process), two steps, as its user launches it on
+    this machine: no opt-in to emulated bf16. On a CPU without native bf16 kernels the modules train in
+    32-true and say so (lightning_transfer.precision); emulated, a bf16 step of this CNN took 46 s against
+    2.7 s in fp32, and a user's job was killed by its launcher's timeout."""
+    root = tmp_path / "run"
+    args = fit_args("configs/simclr/mnist.yaml", "ddp_bf16", root, {}, overrides=AT_RECIPE_SIZE)
     env = {key: value for key, value in ENV.items() if key not in (KEEP_ENV, "PYTHONWARNINGS")}
-    result = launch(args, cwd=cwd, timeout=150, env=env)
+    result = launch(args, cwd=tmp_path, timeout=150, env=env)
     assert ("training in 32-true" in result.stderr) == cpu_emulates_bf16(), result.stderr[-3000:]
+    check_fit(root, "configs/simclr/mnist.yaml")
 
 
 def launch_with_torchrun(config: str, args: list[str], cwd: Path) -> None:
