@@ -18,7 +18,6 @@ shipped for the offline demo). Export: :meth:`BertPretrainModule.save_pretrained
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -143,17 +142,15 @@ class BertPretrainModule(OptimizedModule):
         super().__init__()
         require(nsp_weight >= 0, f"nsp_weight must be >= 0, got {nsp_weight}")
         require(head_lr_factor > 0, f"head_lr_factor must be > 0, got {head_lr_factor}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)  # logged resolved, beside the DataModule's: _log_resolved_hyperparameters
         self.validate_optimization_settings()
         self.model: BertForPretraining | None = None
         self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
-        self._logs_own_hparams = False  # see _log_hyperparameters_beside
         self._pretrained_dir = resolve_path(pretrained, what="pretrained") if pretrained is not None else None
         if self._pretrained_dir is not None:
             self._adopt_pretrained_config(self._pretrained_dir)
         elif vocab_size is None and tokenizer is not None:
             self.hparams.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
-        self._record_resolved_hparams()
         self.bert_config(placeholder_vocab=True)  # bad sizes fail here, not after the data is ready
         self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
         if self.hparams.vocab_size is not None:
@@ -167,11 +164,6 @@ class BertPretrainModule(OptimizedModule):
                 f"vocab_size={given} differs from the {config.vocab_size} of pretrained={self.hparams.pretrained}; "
                 "leave vocab_size unset (null) to use the pretrained model's")
         self.hparams.update({name: getattr(config, name) for name in BERT_FIELDS})
-
-    def _record_resolved_hparams(self) -> None:
-        """Make the sizes taken from ``pretrained`` or the tokenizer the initial hyperparameters too, so
-        the loggers show the model that was built rather than the arguments it overrode."""
-        self._hparams_initial = copy.deepcopy(self._hparams)
 
     def bert_config(self, placeholder_vocab: bool = False) -> BertConfig:
         """The :class:`BertConfig` of the hyperparameters (``vocab_size`` must be resolved unless
@@ -251,12 +243,11 @@ class BertPretrainModule(OptimizedModule):
             require(isinstance(size, int), "vocab_size is unknown: set model.vocab_size or model.tokenizer, or use a "
                     "DataModule that exposes .tokenizer (TextPretrainDataModule)")
             self.hparams.vocab_size = size  # saved with the checkpoint, so loading rebuilds the same model
-            self._record_resolved_hparams()
             self.configure_model()
         if data_tokenizer is not None:
             self._check_data_tokenizer(data_tokenizer)
         self._check_data_settings(data_hparams)
-        self._log_hyperparameters_beside(datamodule)
+        self._log_resolved_hyperparameters(datamodule)
 
     def _check_data_tokenizer(self, data_tokenizer) -> None:
         data_size = data_tokenizer.get_vocab_size(with_added_tokens=True)
@@ -287,25 +278,24 @@ class BertPretrainModule(OptimizedModule):
                 f"data.max_seq_length={length} exceeds the model's max_position_embeddings={limit}; "
                 f"set data.max_seq_length <= {limit}")
 
-    def _log_hyperparameters_beside(self, datamodule) -> None:
-        """Lightning merges the module's and the DataModule's hyperparameters into one flat dict for the
-        loggers and stops the run when a shared key has two values. ``TextPretrainDataModule`` has its own
+    def _log_resolved_hyperparameters(self, datamodule) -> None:
+        """Log this module's hyperparameters as resolved: ``vocab_size`` and the sizes taken from
+        ``pretrained`` or the tokenizer, where the constructor's arguments said None.
+
+        The module saves them with ``save_hyperparameters(logger=False)``, so Lightning does not log them
+        itself: it would log the constructor's arguments, merged with the DataModule's into one flat dict,
+        and stop the run when a shared key has two values. ``TextPretrainDataModule`` has its own
         ``tokenizer`` and ``nsp``, which may differ from ours in a valid run (``tokenizer=None`` here takes
-        the DataModule's; ``nsp=False`` here with NSP pairs only warns); then log ours here with the
-        clashing keys as ``model/<key>`` and leave Lightning the DataModule's."""
-        if self._logs_own_hparams:  # an earlier run of this module turned Lightning's logging off: start over
-            self._log_hyperparams, self._logs_own_hparams = True, False
-        if (datamodule is None or not self._log_hyperparams or not getattr(datamodule, "_log_hyperparams", False)
-                or not getattr(self.trainer, "enable_autolog_hparams", True)):
+        the DataModule's). So a key the DataModule has with another value is logged here as
+        ``model/<key>``, and Lightning logs the DataModule's own."""
+        if not getattr(self.trainer, "enable_autolog_hparams", True):
             return
-        initial, theirs = dict(self.hparams_initial), dict(datamodule.hparams_initial)  # what Lightning compares
-        clashing = {key for key in initial.keys() & theirs.keys() if key != "_class_path"
-                    and (type(initial[key]) is not type(theirs[key]) or initial[key] != theirs[key])}
-        if not clashing:
-            return
-        self._log_hyperparams, self._logs_own_hparams = False, True
-        params = {(f"model/{key}" if key in clashing else key): value  # the resolved values (vocab_size)
-                  for key, value in self.hparams.items() if key != "_class_path"}
+        theirs = dict(getattr(datamodule, "hparams", None) or {})
+        params = {}
+        for key, value in self.hparams.items():
+            if key != "_class_path":
+                clash = key in theirs and (type(value) is not type(theirs[key]) or value != theirs[key])
+                params[f"model/{key}" if clash else key] = value
         for logger in self.trainer.loggers:
             logger.log_hyperparams(params)
 
