@@ -5,6 +5,7 @@ Public API (see DESIGN.md): :class:`SimCLRModule`, :class:`BertPretrainModule`,
 :class:`TextPretrainDataModule`, :class:`TextClassificationDataModule`. They are imported lazily,
 so ``import lightning_transfer.losses`` does not pull in Lightning.
 """
+
 from __future__ import annotations
 
 import importlib

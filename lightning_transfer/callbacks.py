@@ -5,12 +5,14 @@
 :class:`StopOnNonFiniteLoss` stops a run whose loss became NaN or infinite before that loss can
 reach the weights, so the checkpoints already written stay good.
 """
+
 from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -41,13 +43,23 @@ class PredictionWriter(BasePredictionWriter):
         if dataloader_idx == 0:
             return self.output_dir / self.filename
         stem, dot, suffix = self.filename.rpartition(".")
-        return self.output_dir / (f"{stem}_{dataloader_idx}{dot}{suffix}" if dot else f"{self.filename}_{dataloader_idx}")
+        return self.output_dir / (
+            f"{stem}_{dataloader_idx}{dot}{suffix}" if dot else f"{self.filename}_{dataloader_idx}"
+        )
 
     def on_predict_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._rows, self._num_classes, self._has_labels = {}, {}, {}
 
-    def write_on_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, prediction: Any,
-                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int, dataloader_idx: int) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
         probabilities = prediction["probabilities"].detach().float().cpu()
         predicted = prediction["prediction"].detach().cpu().tolist()
         labels = prediction.get("labels")
@@ -66,8 +78,12 @@ class PredictionWriter(BasePredictionWriter):
         for dataloader_idx, rows in self._rows.items():
             final = self.path(dataloader_idx)
             final.parent.mkdir(parents=True, exist_ok=True)
-            header = ["index", "prediction", *(["label"] if self._has_labels[dataloader_idx] else []),
-                      *(f"prob_{c}" for c in range(self._num_classes[dataloader_idx]))]
+            header = [
+                "index",
+                "prediction",
+                *(["label"] if self._has_labels[dataloader_idx] else []),
+                *(f"prob_{c}" for c in range(self._num_classes[dataloader_idx])),
+            ]
             target = final.with_name(f"{final.name}.rank{trainer.global_rank}") if distributed else final
             _write_csv(target, header, sorted(rows, key=lambda row: row[0]))
         if not distributed:
@@ -147,13 +163,16 @@ class ThroughputReport(pl.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self._start is None and trainer.global_step >= self.warmup_steps:
             self._sync(pl_module)
             self._start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._start is not None:
             samples, tokens = self.batch_counts(batch)
             self._steps, self._samples, self._tokens = self._steps + 1, self._samples + samples, self._tokens + tokens
@@ -166,8 +185,12 @@ class ThroughputReport(pl.Callback):
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
         world = trainer.world_size
-        self.summary = {"steps": self._steps, "seconds": elapsed, "samples_per_s": self._samples * world / elapsed,
-                        "tokens_per_s": self._tokens * world / elapsed}
+        self.summary = {
+            "steps": self._steps,
+            "seconds": elapsed,
+            "samples_per_s": self._samples * world / elapsed,
+            "tokens_per_s": self._tokens * world / elapsed,
+        }
         if pl_module.device.type == "cuda":
             self.summary["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
         if trainer.is_global_zero:
@@ -182,8 +205,11 @@ class ThroughputMonitor(ThroughputReport):
     def __init__(self, warmup_steps: int = 20, label: str = ""):
         import warnings
 
-        warnings.warn("lightning_transfer.callbacks.ThroughputMonitor is now ThroughputReport; the old name will be "
-                      "removed", FutureWarning, stacklevel=2)
+        warnings.warn(
+            "lightning_transfer.callbacks.ThroughputMonitor is now ThroughputReport; the old name will be removed",
+            FutureWarning,
+            stacklevel=2,
+        )
         super().__init__(warmup_steps, label)
 
 
@@ -233,11 +259,14 @@ class HostSyncCounter(pl.Callback):
 
         warnings.showwarning = showwarning
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._in_step = trainer.global_step >= self.warmup_steps
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self._in_step:
             self._steps += 1
         self._in_step = False
@@ -254,8 +283,11 @@ class HostSyncCounter(pl.Callback):
             return
         self.summary = {"steps": self._steps, "per_step": self._syncs / self._steps, "first": self._first}
         if trainer.is_global_zero:
-            print(f"host_syncs{(' ' + self.label) if self.label else ''}: steps={self._steps} "
-                  f"per_step={self.summary['per_step']:.2f} first={self._first}", flush=True)
+            print(
+                f"host_syncs{(' ' + self.label) if self.label else ''}: steps={self._steps} "
+                f"per_step={self.summary['per_step']:.2f} first={self._first}",
+                flush=True,
+            )
 
 
 class NonFiniteLossError(UserInputError):
@@ -352,7 +384,11 @@ class TrainingCurvesPlot(pl.Callback):
         csv_loggers = [logger for logger in trainer.loggers if isinstance(logger, CSVLogger)]
         for logger in trainer.loggers:
             logger.save()  # flush what is buffered: the CSV is otherwise written at teardown, after this hook
-        source = Path(csv_loggers[0].log_dir) if csv_loggers and (Path(csv_loggers[0].log_dir) / "metrics.csv").exists() else folder
+        source = (
+            Path(csv_loggers[0].log_dir)
+            if csv_loggers and (Path(csv_loggers[0].log_dir) / "metrics.csv").exists()
+            else folder
+        )
         try:
             metrics = read_metrics(source)
         except UserInputError:
@@ -373,7 +409,9 @@ class EmbeddingProjectionPlot(pl.Callback):
     the device) as in training. Process 0 alone computes and writes. The path is kept in :attr:`path`.
     """
 
-    def __init__(self, every_n_epochs: int | None = None, max_samples: int = 2000, filename: str = "embedding_projection.png"):
+    def __init__(
+        self, every_n_epochs: int | None = None, max_samples: int = 2000, filename: str = "embedding_projection.png"
+    ):
         if every_n_epochs is not None and every_n_epochs < 1:
             raise UserInputError(f"every_n_epochs must be >= 1 (or null: only at the end of fit), got {every_n_epochs}")
         if max_samples < 2:
@@ -382,7 +420,11 @@ class EmbeddingProjectionPlot(pl.Callback):
         self.path: Path | None = None
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.every_n_epochs and not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0:
+        if (
+            self.every_n_epochs
+            and not trainer.sanity_checking
+            and (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        ):
             self.plot(trainer, pl_module)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -410,7 +452,9 @@ class EmbeddingProjectionPlot(pl.Callback):
             return None
         loader = self._loader(trainer)
         if loader is None or (hasattr(loader, "__len__") and len(loader) == 0):
-            warnings.warn("EmbeddingProjectionPlot: no validation data to embed; no plot written", UserWarning, stacklevel=2)
+            warnings.warn(
+                "EmbeddingProjectionPlot: no validation data to embed; no plot written", UserWarning, stacklevel=2
+            )
             return None
         datamodule = getattr(trainer, "datamodule", None)
 
@@ -420,9 +464,12 @@ class EmbeddingProjectionPlot(pl.Callback):
                 batch = datamodule.on_after_batch_transfer(batch, 0)
             return pl_module.on_after_batch_transfer(batch, 0)
 
-        embed = pl_module.features if hasattr(pl_module, "features") else lambda batch: pl_module.backbone(batch["images"])
+        embed = (
+            pl_module.features if hasattr(pl_module, "features") else lambda batch: pl_module.backbone(batch["images"])
+        )
         features, labels = extract_features(pl_module, loader, on_device, pl_module.device, self.max_samples, embed)
         title = f"{type(pl_module).__name__} features, epoch {trainer.current_epoch}, step {trainer.global_step}"
-        self.path = plot_embedding_projection(features, labels, folder / self.filename, title=title,
-                                              class_names=class_names_of(datamodule))
+        self.path = plot_embedding_projection(
+            features, labels, folder / self.filename, title=title, class_names=class_names_of(datamodule)
+        )
         return self.path

@@ -5,6 +5,7 @@ Any LightningModule / LightningDataModule can be named by ``class_path`` (ours b
 ``SimCLRModule``). Bad input raises :class:`UserInputError`, printed here as one line; set
 ``LIGHTNING_TRANSFER_TRACEBACK=1`` to see the full traceback.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,7 +78,9 @@ class TransferCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         loggers = (self.config_init[self.subcommand] if self.subcommand else self.config_init).trainer.logger
         if isinstance(loggers, list) and "logger" not in kwargs:
-            init_args = [{**entry.init_args.as_dict(), **(entry.get("dict_kwargs") or {})} for entry in config.trainer.logger]
+            init_args = [
+                {**entry.init_args.as_dict(), **(entry.get("dict_kwargs") or {})} for entry in config.trainer.logger
+            ]
             kwargs["logger"] = loggers_sharing_one_version(loggers, init_args)
         return super().instantiate_trainer(**kwargs)
 
@@ -102,7 +105,10 @@ class TransferCLI(LightningCLI):
         best = best_checkpoint_of(self.trainer.default_root_dir) if config.get("ckpt_path") is None else None
         if best is not None:
             config["ckpt_path"] = str(best)
-            print(f"lightning-transfer: {self.subcommand} uses the best checkpoint of the last fit: {best}", file=sys.stderr)
+            print(
+                f"lightning-transfer: {self.subcommand} uses the best checkpoint of the last fit: {best}",
+                file=sys.stderr,
+            )
 
     before_validate = before_test = before_predict = _use_best_checkpoint
 
@@ -138,7 +144,7 @@ def _user_error(err: BaseException) -> BaseException | None:
 def main(args: list[str] | None = None) -> None:
     try:
         build_cli(args)
-    except Exception as err:  # noqa: BLE001 - anything else is re-raised below
+    except Exception as err:
         found = _user_error(err)
         if found is None or os.environ.get(TRACEBACK_ENV):
             raise

@@ -3,6 +3,7 @@
 Every function works without ``torch.distributed`` initialized (one process): then the gather is
 the identity, the rank is 0 and the world size is 1.
 """
+
 from __future__ import annotations
 
 import torch

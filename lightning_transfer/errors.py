@@ -4,6 +4,7 @@ Raise :class:`UserInputError` with a single line that names what is wrong and ho
 CLI prints it as one line (set ``LIGHTNING_TRANSFER_TRACEBACK=1`` for the full traceback); library
 users can catch it like any ``ValueError``.
 """
+
 from __future__ import annotations
 
 

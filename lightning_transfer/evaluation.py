@@ -6,18 +6,24 @@
 - :func:`knn_predict`: the weighted kNN vote (Wu et al. 2018) that ``SimCLRModule`` uses as its
   validation monitor.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 
 
 @torch.no_grad()
-def extract_features(encoder: torch.nn.Module, batches: Iterable[dict], transform: Callable[[dict], dict] = lambda b: b,
-                     device: str | torch.device = "cpu", max_samples: int | None = None,
-                     embed: Callable[[dict], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(
+    encoder: torch.nn.Module,
+    batches: Iterable[dict],
+    transform: Callable[[dict], dict] = lambda b: b,
+    device: str | torch.device = "cpu",
+    max_samples: int | None = None,
+    embed: Callable[[dict], torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``encoder`` in eval mode over ``{"images", "labels"}`` batches (after ``transform``);
     returns ``(features float32 N x F, labels int64 N)`` on the CPU.
 
@@ -41,8 +47,14 @@ def extract_features(encoder: torch.nn.Module, batches: Iterable[dict], transfor
     return (features_, labels_) if max_samples is None else (features_[:max_samples], labels_[:max_samples])
 
 
-def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
-                          test_labels: torch.Tensor, l2: float = 1e-4, max_iter: int = 200) -> float:
+def linear_probe_accuracy(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_features: torch.Tensor,
+    test_labels: torch.Tensor,
+    l2: float = 1e-4,
+    max_iter: int = 200,
+) -> float:
     """Fit ``softmax(W x + b)`` on standardized training features by minimizing
     ``CE + l2 * |W|^2`` with L-BFGS; return accuracy on the test features (a fraction)."""
     mean, std = train_features.mean(0), train_features.std(0) + 1e-6
@@ -63,8 +75,14 @@ def linear_probe_accuracy(train_features: torch.Tensor, train_labels: torch.Tens
         return (linear(x_test).argmax(1) == test_labels).float().mean().item()
 
 
-def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int,
-                k: int = 200, temperature: float = 0.1) -> torch.Tensor:
+def knn_predict(
+    query: torch.Tensor,
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    num_classes: int,
+    k: int = 200,
+    temperature: float = 0.1,
+) -> torch.Tensor:
     """Weighted kNN class scores (Wu et al. 2018): each of the ``k`` most cosine-similar bank
     features votes for its label with weight ``exp(sim / temperature)``.
 

@@ -12,6 +12,7 @@ tokenizer files), which ``transformers.BertModel`` / ``AutoTokenizer`` load. ``F
 reads both. A fine-tuning checkpoint exports its fine-tuned encoder (the classification head is left
 out) with the tokenizer its data used.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,10 +61,16 @@ def export_encoder(source: str | Path, out: str | Path, trust_checkpoint: bool =
 def main(args: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lightning_transfer.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a run directory (with best_checkpoint.txt) or a checkpoint file")
-    parser.add_argument("out", help="the directory to write: encoder.safetensors + encoder.json (images), a Hugging Face directory (text)")
-    parser.add_argument("--trust-checkpoint", action="store_true",
-                        help="allow a checkpoint that needs full unpickling, which can run code: only for files you trust "
-                             "(every checkpoint lightning-transfer writes loads without it)")
+    parser.add_argument(
+        "out",
+        help="the directory to write: encoder.safetensors + encoder.json (images), a Hugging Face directory (text)",
+    )
+    parser.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint that needs full unpickling, which can run code: only for files you trust "
+        "(every checkpoint lightning-transfer writes loads without it)",
+    )
     parsed = parser.parse_args(args)
     try:
         written = export_encoder(parsed.source, parsed.out, parsed.trust_checkpoint)

@@ -4,6 +4,7 @@ All losses compute their logits and reductions in float32, also under ``torch.au
 the softmax over a few thousand similarities divided by a small temperature is exactly where
 bf16/fp16 lose the signal.
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,9 +13,7 @@ import torch.nn.functional as F
 from lightning_transfer.distributed import gather_with_grad, is_distributed, rank
 
 
-def nt_xent_loss(
-    z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather: bool = True
-) -> torch.Tensor:
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather: bool = True) -> torch.Tensor:
     """SimCLR's normalized temperature-scaled cross-entropy (Chen et al. 2020, eq. 1).
 
     ``z1[i]`` and ``z2[i]`` (shape ``N x D``, any scale) are two views of sample ``i``. With
@@ -33,7 +32,9 @@ def nt_xent_loss(
     Raises ``ValueError`` for mismatched shapes, fewer than 2 samples overall, or ``temperature <= 0``.
     """
     if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(f"nt_xent_loss needs two N x D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent_loss needs two N x D tensors of the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"nt_xent_loss temperature must be > 0, got {temperature}")
     with torch.autocast(device_type=z1.device.type, enabled=False):

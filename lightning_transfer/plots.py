@@ -3,6 +3,7 @@
 Every function builds its own :class:`matplotlib.figure.Figure` (Agg canvas, no ``pyplot``), saves it
 and lets it go, so nothing leaks into a notebook's or a script's global pyplot state.
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,9 @@ def plot_label_efficiency(results: list[dict], path: str | Path) -> Path:
     axes = fig.subplots(1, len(tasks), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         for init in sorted({r["init"] for r in results if r["task"] == task}):
-            rows = sorted((r for r in results if r["task"] == task and r["init"] == init), key=lambda r: r["labels_per_class"])
+            rows = sorted(
+                (r for r in results if r["task"] == task and r["init"] == init), key=lambda r: r["labels_per_class"]
+            )
             ax.plot([r["labels_per_class"] for r in rows], [r["test_accuracy"] for r in rows], marker="o", label=init)
         ax.set_xscale("log")
         ax.set_xlabel("labels per class")
@@ -74,8 +77,10 @@ def _find_logs(log_dir: str | Path) -> tuple[str, Path]:
         events = list(root.glob("events.out.tfevents.*")) or list(root.rglob("events.out.tfevents.*"))
         if events:
             return "tensorboard", max(events, key=lambda p: p.stat().st_mtime).parent
-    raise UserInputError(f"no training logs in {root}: expected a CSVLogger metrics.csv or TensorBoard event files "
-                         "(events.out.tfevents.*); pass the run's log folder, e.g. runs/<name>/lightning_logs/version_0")
+    raise UserInputError(
+        f"no training logs in {root}: expected a CSVLogger metrics.csv or TensorBoard event files "
+        "(events.out.tfevents.*); pass the run's log folder, e.g. runs/<name>/lightning_logs/version_0"
+    )
 
 
 def _read_csv(path: Path) -> dict[str, list[tuple[int, float]]]:
@@ -94,7 +99,9 @@ def _read_tensorboard(folder: Path) -> dict[str, list[tuple[int, float]]]:
 
     accumulator = event_accumulator.EventAccumulator(str(folder), size_guidance={event_accumulator.SCALARS: 0})
     accumulator.Reload()
-    return {tag: [(int(e.step), float(e.value)) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]}
+    return {
+        tag: [(int(e.step), float(e.value)) for e in accumulator.Scalars(tag)] for tag in accumulator.Tags()["scalars"]
+    }
 
 
 def read_metrics(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
@@ -120,7 +127,7 @@ def _panel_key(name: str) -> str:
     without Lightning's ``_step``/``_epoch`` suffix, so train/loss and val/loss share a panel."""
     for prefix in _STAGES:
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
             break
     for suffix in _SUFFIXES:
         if name.endswith(suffix):
@@ -134,7 +141,9 @@ def default_curves(metrics: dict[str, list]) -> list[str]:
     return [name for name in metrics if name not in BOOKKEEPING and not name.startswith("lr-")]
 
 
-def curves_figure(metrics: dict[str, list[tuple[int, float]]], names: list[str] | None = None, title: str = "") -> Figure:
+def curves_figure(
+    metrics: dict[str, list[tuple[int, float]]], names: list[str] | None = None, title: str = ""
+) -> Figure:
     """The figure of :func:`plot_training_curves` from already-read ``metrics`` (one panel per
     :func:`_panel_key`; a note instead of panels when there is nothing to draw)."""
     names = default_curves(metrics) if names is None else names
@@ -158,7 +167,7 @@ def curves_figure(metrics: dict[str, list[tuple[int, float]]], names: list[str] 
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
-    for ax in axes[len(panels):]:
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     return fig
 
@@ -174,7 +183,9 @@ def plot_training_curves(log_dir: str | Path, path: str | Path | None = None, me
     logged, folder = _load(log_dir)
     unknown = [name for name in metrics or [] if name not in logged]
     if unknown:
-        raise UserInputError(f"metric(s) {', '.join(unknown)} not in the logs of {log_dir}; logged: {', '.join(sorted(logged))}")
+        raise UserInputError(
+            f"metric(s) {', '.join(unknown)} not in the logs of {log_dir}; logged: {', '.join(sorted(logged))}"
+        )
     return save_figure(curves_figure(logged, metrics), path if path is not None else folder / CURVES_FILE)
 
 
@@ -191,8 +202,13 @@ def project_2d(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(projected, (0, 2 - projected.shape[1]))
 
 
-def plot_embedding_projection(features: torch.Tensor, labels: torch.Tensor, path: str | Path, title: str = "",
-                              class_names: list[str] | None = None) -> Path:
+def plot_embedding_projection(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    title: str = "",
+    class_names: list[str] | None = None,
+) -> Path:
     """Scatter of :func:`project_2d` of ``features`` (``N x D``), coloured by ``labels`` (``N``
     ints; negative = unlabeled, drawn grey), with a legend naming the classes (``class_names[i]``,
     else the id). Returns the path."""
@@ -225,15 +241,18 @@ def _colours(n: int) -> list:
 
 
 # ----------------------------------------------------------------------------- confusion matrix
-def plot_confusion_matrix(confusion: torch.Tensor, path: str | Path, class_names: list[str] | None = None,
-                          normalize: bool = True) -> Path:
+def plot_confusion_matrix(
+    confusion: torch.Tensor, path: str | Path, class_names: list[str] | None = None, normalize: bool = True
+) -> Path:
     """Heat map of a ``C x C`` confusion matrix (rows = true class, columns = predicted class, as
     torchmetrics' ``MulticlassConfusionMatrix``). ``normalize``: each row divided by its count (the
     recall of each class on the diagonal; empty rows stay 0). Cells are annotated when ``C <= 20``.
     Returns the path."""
     counts = torch.as_tensor(confusion).detach().cpu().double()
-    require(counts.ndim == 2 and counts.shape[0] == counts.shape[1],
-            f"the confusion matrix must be C x C, got shape {tuple(counts.shape)}")
+    require(
+        counts.ndim == 2 and counts.shape[0] == counts.shape[1],
+        f"the confusion matrix must be C x C, got shape {tuple(counts.shape)}",
+    )
     c = counts.shape[0]
     values = counts / counts.sum(1, keepdim=True).clamp(min=1) if normalize else counts
     names = list(class_names) if class_names is not None else [str(i) for i in range(c)]
@@ -251,8 +270,15 @@ def plot_confusion_matrix(confusion: torch.Tensor, path: str | Path, class_names
         for i in range(c):
             for j in range(c):
                 text = f"{values[i, j]:.2f}" if normalize else f"{int(counts[i, j])}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=8,
-                        color="white" if values[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if values[i, j] > threshold else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({'row-normalized' if normalize else 'counts'}, {int(counts.sum())} examples)")

@@ -14,6 +14,7 @@ one warning that says so (:func:`fall_back_from_emulated_precision`, called from
 bf16 code paths on a CPU, as the tests do). GPUs are never affected, and ``16-mixed`` is GPU-only in
 Lightning.
 """
+
 from __future__ import annotations
 
 import os

@@ -23,6 +23,7 @@ passes and per-op overhead, so:
 How a batch is cut into chunks and sorted so that each kernel runs in place on a slice is
 :mod:`lightning_transfer.data._augment_plan`.
 """
+
 from __future__ import annotations
 
 import math
@@ -198,8 +199,12 @@ def resample(
 
 def _per_sample(factors: torch.Tensor | float, images: torch.Tensor) -> torch.Tensor:
     """Factors as a ``B x 1 x 1 x 1`` tensor on the images' device and dtype."""
-    if (isinstance(factors, torch.Tensor) and factors.dim() == 4 and factors.dtype == images.dtype
-            and factors.shape[0] == images.shape[0]):
+    if (
+        isinstance(factors, torch.Tensor)
+        and factors.dim() == 4
+        and factors.dtype == images.dtype
+        and factors.shape[0] == images.shape[0]
+    ):
         return factors  # already shaped by the caller (the batch plan's hot loop)
     f = torch.as_tensor(factors, dtype=images.dtype, device=images.device).reshape(-1)
     if f.numel() == 1:
@@ -369,8 +374,10 @@ def gaussian_blur(
     images = images.contiguous()
     if out is None:
         out = torch.empty_like(images)
-    require(out.shape == images.shape and out.is_contiguous(),
-            "gaussian_blur out must be a contiguous tensor shaped like images")
+    require(
+        out.shape == images.shape and out.is_contiguous(),
+        "gaussian_blur out must be a contiguous tensor shaped like images",
+    )
     if radius == 0 or n == 0:
         return out.copy_(images)
     sig = torch.as_tensor(sigma, dtype=torch.float64, device=images.device).reshape(-1).expand(n)
@@ -388,6 +395,9 @@ def gaussian_blur(
         p1 = min(height, p0 + _BLUR_BLOCK)
         lo, hi = max(0, p0 - radius), min(height, p1 + radius)
         band = along_h[:, lo:hi, p0:p1].transpose(1, 2)[:, None].expand(n, c, p1 - p0, hi - lo)
-        torch.bmm(band.reshape(n * c, p1 - p0, hi - lo), rows[:, :, lo:hi].view(n * c, hi - lo, width),
-                  out=out[:, :, p0:p1].view(n * c, p1 - p0, width))
+        torch.bmm(
+            band.reshape(n * c, p1 - p0, hi - lo),
+            rows[:, :, lo:hi].view(n * c, hi - lo, width),
+            out=out[:, :, p0:p1].view(n * c, p1 - p0, width),
+        )
     return out

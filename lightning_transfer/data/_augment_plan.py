@@ -16,6 +16,7 @@ passes and per-op overhead, so:
   slice, once per group rather than once per sample; the output is written back in input order;
 - chunk-sized buffers are reused: a fresh multi-megabyte tensor costs page faults on every call.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -149,7 +150,7 @@ def _colour_and_blur(x: torch.Tensor, plan: _Plan, steps: Steps, index: int, sta
     active = steps.jitter_ops
     for code, a, b in plan.jitter_runs[index]:
         if code < 256 and active:
-            factors = plan.factors[start + a:start + b]
+            factors = plan.factors[start + a : start + b]
             for o in (code // 64, code // 16 % 4, code // 4 % 4, code % 4):  # the order's base-4 digits
                 if o in active:
                     _JITTER_OPS[o](x[a:b], factors[:, o])
@@ -160,9 +161,9 @@ def _colour_and_blur(x: torch.Tensor, plan: _Plan, steps: Steps, index: int, sta
     if steps.blur_kernel_size > 1:
         for blur, a, b in plan.blur_runs[index]:
             if blur:
-                gaussian_blur(x[a:b], plan.sigma[start + a:start + b], steps.blur_kernel_size, out=x[a:b])
+                gaussian_blur(x[a:b], plan.sigma[start + a : start + b], steps.blur_kernel_size, out=x[a:b])
     if steps.solarize:
-        rows = plan.solarize[start:start + x.shape[0]].nonzero().squeeze(1)
+        rows = plan.solarize[start : start + x.shape[0]].nonzero().squeeze(1)
         if rows.numel():
             idx = rows.to(x.device)
             x.index_copy_(0, idx, solarize_(x.index_select(0, idx)))

@@ -19,6 +19,7 @@ torchvision's kernel of the same name on one image) are :mod:`lightning_transfer
 the chunked, in-place execution of a batch is :mod:`lightning_transfer.data._augment_plan`, and
 ``benchmarks/augmentation.py`` measures both against lightly's per-image PIL pipeline.
 """
+
 from __future__ import annotations
 
 import math
@@ -123,8 +124,13 @@ class SimCLRAugmentation(torch.nn.Module):
         require(image_size > 0, f"image_size must be positive, got {image_size}")
         require(0 < crop_scale[0] <= crop_scale[1], f"crop_scale must satisfy 0 < min <= max, got {crop_scale}")
         require(0 < crop_ratio[0] <= crop_ratio[1], f"crop_ratio must satisfy 0 < min <= max, got {crop_ratio}")
-        for name, p in (("flip_prob", flip_prob), ("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob),
-                        ("blur_prob", blur_prob), ("solarize_prob", solarize_prob)):
+        for name, p in (
+            ("flip_prob", flip_prob),
+            ("jitter_prob", jitter_prob),
+            ("grayscale_prob", grayscale_prob),
+            ("blur_prob", blur_prob),
+            ("solarize_prob", solarize_prob),
+        ):
             require(0.0 <= p <= 1.0, f"{name} must be in [0, 1], got {p}")
         for name, s in (("brightness", brightness), ("contrast", contrast), ("saturation", saturation)):
             require(s >= 0, f"{name} must be >= 0, got {s}")
@@ -150,10 +156,12 @@ class SimCLRAugmentation(torch.nn.Module):
 
     def extra_repr(self) -> str:
         b, c, s, h = self.jitter_strength
-        return (f"image_size={self.image_size}, crop_scale={self.crop_scale}, flip_prob={self.flip_prob}, "
-                f"jitter_prob={self.jitter_prob}, jitter=({b}, {c}, {s}, {h}), grayscale_prob={self.grayscale_prob}, "
-                f"blur_prob={self.blur_prob}, blur_kernel_size={self.blur_kernel_size}, "
-                f"solarize_prob={self.solarize_prob}, rotation={self.rotation}")
+        return (
+            f"image_size={self.image_size}, crop_scale={self.crop_scale}, flip_prob={self.flip_prob}, "
+            f"jitter_prob={self.jitter_prob}, jitter=({b}, {c}, {s}, {h}), grayscale_prob={self.grayscale_prob}, "
+            f"blur_prob={self.blur_prob}, blur_kernel_size={self.blur_kernel_size}, "
+            f"solarize_prob={self.solarize_prob}, rotation={self.rotation}"
+        )
 
     def sample_params(
         self, n: int, height: int, width: int, generator: torch.Generator | None = None
@@ -164,8 +172,9 @@ class SimCLRAugmentation(torch.nn.Module):
         device = generator.device if generator is not None else torch.device("cpu")
         u = torch.rand(n, 36, generator=generator, device=device, dtype=torch.float64).cpu()
         boxes = sample_resized_crop_boxes(n, height, width, self.crop_scale, self.crop_ratio, uniforms=u[:, :22])
-        lo = torch.tensor([max(0.0, 1.0 - s) for s in self.jitter_strength[:3]] + [-self.jitter_strength[3]],
-                          dtype=torch.float64)
+        lo = torch.tensor(
+            [max(0.0, 1.0 - s) for s in self.jitter_strength[:3]] + [-self.jitter_strength[3]], dtype=torch.float64
+        )
         hi = torch.tensor([1.0 + s for s in self.jitter_strength[:3]] + [self.jitter_strength[3]], dtype=torch.float64)
         factors = lo + (hi - lo) * u[:, 22:26]
         sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[:, 26]
@@ -198,10 +207,15 @@ class SimCLRAugmentation(torch.nn.Module):
     def _steps(self) -> Steps:
         """The steps of the docstring's list that can change an image with these settings."""
         jitter_ops = tuple(i for i, s in enumerate(self.jitter_strength) if s > 0) if self.jitter_prob > 0 else ()
-        return Steps(image_size=self.image_size, flip=self.flip_prob > 0, rotate=self.rotation > 0,
-                     jitter_ops=jitter_ops, grayscale=self.grayscale_prob > 0,
-                     blur_kernel_size=self.blur_kernel_size if self.blur_prob > 0 else 1,
-                     solarize=self.solarize_prob > 0)
+        return Steps(
+            image_size=self.image_size,
+            flip=self.flip_prob > 0,
+            rotate=self.rotation > 0,
+            jitter_ops=jitter_ops,
+            grayscale=self.grayscale_prob > 0,
+            blur_kernel_size=self.blur_kernel_size if self.blur_prob > 0 else 1,
+            solarize=self.solarize_prob > 0,
+        )
 
 
 class EvalTransform(torch.nn.Module):
@@ -226,8 +240,9 @@ class EvalTransform(torch.nn.Module):
         if not images.is_floating_point():
             x = x.mul_(1.0 / 255.0)
         if x.shape[-2:] != (self.image_size, self.image_size):
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
-                              align_corners=False, antialias=True).clamp_(0.0, 1.0)
+            x = F.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True
+            ).clamp_(0.0, 1.0)
         mean, std = _mean_and_std(self.mean, self.std, x.shape[1], x.device)
         return (x - mean) / std
 
@@ -254,8 +269,12 @@ def _mean_and_std(mean, std, channels: int, device) -> tuple[torch.Tensor, torch
 
 
 def _check_images(images: torch.Tensor) -> None:
-    require(isinstance(images, torch.Tensor) and images.dim() == 4,
-            f"augmentation needs a B x C x H x W tensor, got {getattr(images, 'shape', type(images))}")
+    require(
+        isinstance(images, torch.Tensor) and images.dim() == 4,
+        f"augmentation needs a B x C x H x W tensor, got {getattr(images, 'shape', type(images))}",
+    )
     require(images.shape[1] in (1, 3), f"augmentation needs 1 or 3 channels, got {images.shape[1]}")
-    require(images.dtype == torch.uint8 or images.is_floating_point(),
-            f"augmentation needs uint8 (or float in [0, 1]) images, got {images.dtype}")
+    require(
+        images.dtype == torch.uint8 or images.is_floating_point(),
+        f"augmentation needs uint8 (or float in [0, 1]) images, got {images.dtype}",
+    )

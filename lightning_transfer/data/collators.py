@@ -4,6 +4,7 @@
   (dynamic MLM masking, :mod:`lightning_transfer.data.masking`), from a seeded generator;
 - :class:`ClassificationCollator`: pads fine-tuning examples and stacks their labels.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,7 +91,9 @@ class PretrainingCollator:
         input_ids = _pad([e["input_ids"] for e in examples], self.pad_id, length)
         special = _pad([e["special_tokens_mask"] for e in examples], 1, length).bool()
         token_type_ids = _pad([e["token_type_ids"] for e in examples], 0, length)
-        attention_mask = (torch.arange(length)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]).long()
+        attention_mask = (
+            torch.arange(length)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]
+        ).long()
         generator = self._next_generator(input_ids)
         if self.whole_word_masking:
             word_ids = _pad([e["word_ids"] for e in examples], -1, length)
@@ -98,10 +101,19 @@ class PretrainingCollator:
                 input_ids, word_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator
             )
         else:
-            inputs, labels = mask_tokens(input_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator)
-        batch = {"input_ids": inputs, "attention_mask": attention_mask, "token_type_ids": token_type_ids, "labels": labels}
+            inputs, labels = mask_tokens(
+                input_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator
+            )
+        batch = {
+            "input_ids": inputs,
+            "attention_mask": attention_mask,
+            "token_type_ids": token_type_ids,
+            "labels": labels,
+        }
         if "next_sentence_label" in examples[0]:
-            batch["next_sentence_label"] = torch.tensor([int(e["next_sentence_label"]) for e in examples], dtype=torch.long)
+            batch["next_sentence_label"] = torch.tensor(
+                [int(e["next_sentence_label"]) for e in examples], dtype=torch.long
+            )
         return batch
 
 

@@ -20,6 +20,7 @@ because a half-decoded row would silently corrupt its columns.
 
 Every problem the user can fix raises :class:`~lightning_transfer.errors.UserInputError` with one line.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -95,10 +96,12 @@ def resolve_source(source: str | os.PathLike, hub_config: str | None = None) -> 
         or bool(_PATH_LIKE.match(text))
         or text.count("/") > 1
         or "\\" in text
-        or _base_suffix(path) in TABLE_SUFFIXES + (".txt",)
+        or _base_suffix(path) in (*TABLE_SUFFIXES, ".txt")
     )
     if looks_like_path:
-        raise UserInputError(f"source file or directory {path} does not exist; check the path (relative to {Path.cwd()})")
+        raise UserInputError(
+            f"source file or directory {path} does not exist; check the path (relative to {Path.cwd()})"
+        )
     return Source("hub", text, hub_config=hub_config)
 
 
@@ -272,8 +275,9 @@ def read_table(path: Path):
     builder, options = _TABLE_BUILDERS[suffix]
     try:
         with tempfile.TemporaryDirectory() as cache:  # read once into memory; leave no Arrow copy behind
-            table = datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache,
-                                          keep_in_memory=True, **options)
+            table = datasets.load_dataset(
+                builder, data_files=str(path), split="train", cache_dir=cache, keep_in_memory=True, **options
+            )
     # What the builders raise for a file they cannot parse: DatasetGenerationError around the parser's
     # error (pandas' ParserError, pyarrow's ArrowInvalid, UnicodeDecodeError), a bare ArrowException for
     # a broken parquet footer, and ValueError for a file without any row. Each is the user's file, not a bug.
@@ -457,7 +461,35 @@ def _frame_to_split(frame, text_column: str, text_pair_column: str | None, label
 # ----------------------------------------------------------------------------------------------
 _BOUNDARY = re.compile(r"""[.!?]+["'”’)\]]*(?=\s+\S)""")
 _ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "mt", "inc", "ltd", "co", "gen", "col", "lt", "sgt", "capt", "rev", "fig", "approx", "dept", "est", "vol"]
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "vs",
+        "etc",
+        "e.g",
+        "i.e",
+        "mt",
+        "inc",
+        "ltd",
+        "co",
+        "gen",
+        "col",
+        "lt",
+        "sgt",
+        "capt",
+        "rev",
+        "fig",
+        "approx",
+        "dept",
+        "est",
+        "vol",
+    ]
 )
 _LAST_WORD = re.compile(r"([\w.]+)[.]$")
 
@@ -490,4 +522,8 @@ def split_sentences(text: str) -> list[str]:
 
 
 def _is_abbreviation(word: str) -> bool:
-    return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper()) or bool(re.fullmatch(r"(?:\w\.)+\w", word))
+    return (
+        word.lower() in _ABBREVIATIONS
+        or (len(word) == 1 and word.isupper())
+        or bool(re.fullmatch(r"(?:\w\.)+\w", word))
+    )

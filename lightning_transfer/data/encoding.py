@@ -8,6 +8,7 @@
 The ``datasets.map`` functions hold the tokenizer as JSON, so they pickle cheaply into worker
 processes, and tokenize without the tokenizer's own truncation or padding unless they set it.
 """
+
 from __future__ import annotations
 
 import math
@@ -86,7 +87,10 @@ def tokenize_corpus(documents: list[str], tokenizer_json: str, word_starts: bool
 
 
 def encode_labels(
-    values_by_split: dict[str, list], label_column: str = "label", num_classes: int | None = None, label_names: list[str] | None = None
+    values_by_split: dict[str, list],
+    label_column: str = "label",
+    num_classes: int | None = None,
+    label_names: list[str] | None = None,
 ) -> tuple[dict[str, list[int]], list[str]]:
     """Map raw labels of every split to class ids ``0..C-1`` consistently across splits.
 
@@ -107,12 +111,16 @@ def encode_labels(
         if label_names is not None and set(names) <= set(label_names):
             names = list(label_names)
         if num_classes is not None and num_classes != len(names):
-            raise UserInputError(f"num_classes={num_classes} but column {label_column!r} has {len(names)} classes: {names}")
+            raise UserInputError(
+                f"num_classes={num_classes} but column {label_column!r} has {len(names)} classes: {names}"
+            )
         index = {name: i for i, name in enumerate(names)}
         return {split: [index[v] for v in vs] for split, vs in values_by_split.items()}, names
     for v in values:
         if isinstance(v, str) or not isinstance(v, (int, float, np.integer, np.floating, bool, np.bool_)):
-            raise UserInputError(f"label {v!r} in column {label_column!r} is neither an integer class id nor a class name (mixed types?)")
+            raise UserInputError(
+                f"label {v!r} in column {label_column!r} is neither an integer class id nor a class name (mixed types?)"
+            )
         if float(v) != int(v):
             raise UserInputError(f"label {v!r} in column {label_column!r} is not an integer class id")
     ids = {split: [int(v) for v in vs] for split, vs in values_by_split.items()}
@@ -124,7 +132,9 @@ def encode_labels(
             f"label {bad[0]} in column {label_column!r} is out of range: class ids must be in [0, {count}) "
             f"(set num_classes, or use class names)"
         )
-    names = list(label_names) if label_names is not None and len(label_names) == count else [str(i) for i in range(count)]
+    names = (
+        list(label_names) if label_names is not None and len(label_names) == count else [str(i) for i in range(count)]
+    )
     return ids, names
 
 

@@ -17,13 +17,15 @@ Sources:
 - ``hf``: a Hugging Face dataset (Hub name, or ``imagefolder`` with ``data_dir``), columns
   ``image_column`` / ``label_column``.
 """
+
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -35,6 +37,7 @@ from lightning_transfer.data.resumable import ResumableDataLoader, mix_seed
 from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
+from lightning_transfer.hparams import AttributeHparams
 
 IMAGE_SOURCES = ("mnist_demo", "cifar10", "cifar100", "stl10", "folder", "hf")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -84,7 +87,9 @@ class ImageFolderDataset(Dataset):
     def __init__(self, root: str | Path, channels: int, size: int):
         root = Path(root).expanduser()
         if not root.is_dir():
-            raise UserInputError(f"image folder {root} does not exist; set data.root to a folder laid out as <root>/<class>/<image>")
+            raise UserInputError(
+                f"image folder {root} does not exist; set data.root to a folder laid out as <root>/<class>/<image>"
+            )
         self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
         files: list[tuple[Path, int]] = []
         for label, name in enumerate(self.classes):
@@ -109,7 +114,9 @@ class ImageFolderDataset(Dataset):
                 return
             except Exception as err:  # noqa: BLE001 - any decoder failure means unreadable
                 errors.append(f"{path.name}: {err}")
-        raise UserInputError(f"cannot read any of the first {len(errors)} images in the folder ({errors[0]}); are these image files?")
+        raise UserInputError(
+            f"cannot read any of the first {len(errors)} images in the folder ({errors[0]}); are these image files?"
+        )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -120,8 +127,11 @@ class ImageFolderDataset(Dataset):
             return decode_image_file(path, self.channels, self.size), label
         except Exception as err:  # noqa: BLE001
             self.skipped += 1
-            warnings.warn(f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "
-                          f"{len(self.files)} images skipped so far in this process", stacklevel=1)
+            warnings.warn(
+                f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "
+                f"{len(self.files)} images skipped so far in this process",
+                stacklevel=1,
+            )
             return None
 
 
@@ -131,7 +141,9 @@ class HFImageDataset(Dataset):
     def __init__(self, dataset, image_column: str, label_column: str | None, channels: int, size: int):
         missing = [c for c in (image_column, label_column) if c and c not in dataset.column_names]
         if missing:
-            raise UserInputError(f"column {missing[0]!r} not in the dataset; available: {', '.join(dataset.column_names)}")
+            raise UserInputError(
+                f"column {missing[0]!r} not in the dataset; available: {', '.join(dataset.column_names)}"
+            )
         self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
         self.channels, self.size = channels, size
         self.labels = torch.tensor(dataset[label_column]) if label_column else torch.full((len(dataset),), -1)
@@ -223,7 +235,7 @@ class BatchTransform:
         return {"images": transform(images), "labels": labels}
 
 
-class ImageDataModule(pl.LightningDataModule):
+class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     """Images for SimCLR pretraining (``mode="simclr"``: two augmented views per image) and for
     supervised fine-tuning (``mode="supervised"``: one lightly augmented view).
 
@@ -346,7 +358,12 @@ class ImageDataModule(pl.LightningDataModule):
             return TensorImageDataset(data, torch.as_tensor(getattr(ds, attr_labels)))
 
         if source == "stl10":
-            train = as_tensor(fetch(torchvision.datasets.STL10, split="train+unlabeled" if self.hparams.mode == "simclr" else "train"), "labels")
+            train = as_tensor(
+                fetch(
+                    torchvision.datasets.STL10, split="train+unlabeled" if self.hparams.mode == "simclr" else "train"
+                ),
+                "labels",
+            )
             test = as_tensor(fetch(torchvision.datasets.STL10, split="test"), "labels")
         else:
             factory = torchvision.datasets.CIFAR10 if source == "cifar10" else torchvision.datasets.CIFAR100
@@ -361,15 +378,21 @@ class ImageDataModule(pl.LightningDataModule):
         if not name:
             raise UserInputError("source=hf needs data.hf_name (a Hub dataset name, or 'imagefolder' with data.root)")
         try:
-            loaded = datasets.load_dataset(name, self.hparams.hf_config, data_dir=self.hparams.root if name == "imagefolder" else None)
+            loaded = datasets.load_dataset(
+                name, self.hparams.hf_config, data_dir=self.hparams.root if name == "imagefolder" else None
+            )
         except Exception as err:  # noqa: BLE001 - offline, missing, malformed: all one message
             raise UserInputError(
                 f"could not load Hugging Face dataset {name!r} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
                 "it needs the network or a local HF cache; offline use source=folder with a local ImageFolder"
             ) from None
         size = self.hparams.decode_size or self.image_size
-        wrap = lambda split: HFImageDataset(loaded[split], self.hparams.image_column, self.hparams.label_column,  # noqa: E731
-                                            self.num_channels, size)
+
+        def wrap(split: str) -> HFImageDataset:
+            return HFImageDataset(
+                loaded[split], self.hparams.image_column, self.hparams.label_column, self.num_channels, size
+            )
+
         train = wrap("train")
         test = wrap("test") if "test" in loaded else None
         return train, test, train.labels
@@ -388,7 +411,9 @@ class ImageDataModule(pl.LightningDataModule):
         mixed = 0 < len(labeled) < len(labels)
         candidates = torch.nonzero(labels >= 0).flatten().tolist() if mixed else list(range(len(labels)))
         sizes = [self.hparams.val_size] if given_test is not None else [self.hparams.test_size, self.hparams.val_size]
-        parts = [[candidates[i] for i in part] for part in stratified_split(labels[candidates].tolist(), sizes, seed=seed)]
+        parts = [
+            [candidates[i] for i in part] for part in stratified_split(labels[candidates].tolist(), sizes, seed=seed)
+        ]
         if mixed:
             parts[-1] = sorted(parts[-1] + torch.nonzero(labels < 0).flatten().tolist())
         if given_test is None:
@@ -400,9 +425,12 @@ class ImageDataModule(pl.LightningDataModule):
         self.val_set = Subset(pool, val_idx)
         train_labels = labels[train_idx].tolist()
         if self.hparams.labels_per_class is not None or self.hparams.label_fraction is not None:
-            keep = stratified_subset(train_labels, per_class=self.hparams.labels_per_class,
-                                     fraction=self.hparams.label_fraction,
-                                     seed=seed if self.hparams.subset_seed is None else self.hparams.subset_seed)
+            keep = stratified_subset(
+                train_labels,
+                per_class=self.hparams.labels_per_class,
+                fraction=self.hparams.label_fraction,
+                seed=seed if self.hparams.subset_seed is None else self.hparams.subset_seed,
+            )
             train_idx = [train_idx[i] for i in keep]
         self.train_set = Subset(pool, train_idx)
         self._train_labels = labels[train_idx]
@@ -413,11 +441,18 @@ class ImageDataModule(pl.LightningDataModule):
             )
 
     # ----------------------------------------------------------------- loaders
-    def _loader(self, dataset: Dataset, transform: BatchTransform, shuffle: bool, batch_size: int, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, transform: BatchTransform, shuffle: bool, batch_size: int, drop_last: bool
+    ) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=workers,
-            pin_memory=self.hparams.pin_memory, persistent_workers=self.hparams.persistent_workers and workers > 0,
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
             collate_fn=transform,
         )
 
@@ -432,9 +467,15 @@ class ImageDataModule(pl.LightningDataModule):
         transform = self._transform("train")
         workers = self.hparams.num_workers
         return ResumableDataLoader(
-            self.train_set, batch_size=self.hparams.batch_size, shuffle=True, drop_last=self.hparams.drop_last,
-            num_workers=workers, pin_memory=self.hparams.pin_memory,
-            persistent_workers=self.hparams.persistent_workers and workers > 0, collate_fn=transform, seed=self.hparams.seed,
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            drop_last=self.hparams.drop_last,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory,
+            persistent_workers=self.hparams.persistent_workers and workers > 0,
+            collate_fn=transform,
+            seed=self.hparams.seed,
         )
 
     def val_dataloader(self) -> DataLoader:
@@ -459,7 +500,9 @@ class ImageDataModule(pl.LightningDataModule):
             return None
         order = torch.randperm(len(labeled), generator=torch.Generator().manual_seed(self.hparams.seed))
         labeled = labeled[order[: self.hparams.knn_bank_size]].sort().values.tolist()  # a seeded random sample
-        return self._loader(Subset(self.train_set, labeled), self._transform("eval"), False, self._eval_batch_size, False)
+        return self._loader(
+            Subset(self.train_set, labeled), self._transform("eval"), False, self._eval_batch_size, False
+        )
 
     @property
     def _eval_batch_size(self) -> int:

@@ -12,9 +12,10 @@ Random replacements never draw a special token: the ids excluded are ``mask_toke
 found at a special position of the batch (``[CLS]``, ``[SEP]``, ``[PAD]``), plus ``exclude_ids``. This
 costs one ``torch.unique`` per batch; the replacement is then uniform over the remaining vocabulary.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -78,9 +79,11 @@ def mask_whole_words(
     selected, whatever ``word_ids`` says.
     """
     special = _check(input_ids, special_tokens_mask, mask_token_id, vocab_size, mlm_probability)
-    require(word_ids.shape == input_ids.shape,
-            f"word_ids has shape {tuple(word_ids.shape)} but input_ids {tuple(input_ids.shape)}; "
-            "pass one word id per token")
+    require(
+        word_ids.shape == input_ids.shape,
+        f"word_ids has shape {tuple(word_ids.shape)} but input_ids {tuple(input_ids.shape)}; "
+        "pass one word id per token",
+    )
     require(input_ids.dim() == 2, f"mask_whole_words needs batch x length inputs, got shape {tuple(input_ids.shape)}")
     word_ids = word_ids.to(input_ids.device)
     in_word = word_ids >= 0
@@ -110,20 +113,36 @@ class _Draws:
         return torch.randint(high, shape, generator=self.generator, device=self.draw_device).to(self.device)
 
 
-def _check(input_ids: torch.Tensor, special_tokens_mask: torch.Tensor, mask_token_id: int, vocab_size: int,
-           mlm_probability: float) -> torch.Tensor:
-    require(special_tokens_mask.shape == input_ids.shape,
-            f"special_tokens_mask has shape {tuple(special_tokens_mask.shape)} but input_ids "
-            f"{tuple(input_ids.shape)}; pass one flag per token")
+def _check(
+    input_ids: torch.Tensor,
+    special_tokens_mask: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float,
+) -> torch.Tensor:
+    require(
+        special_tokens_mask.shape == input_ids.shape,
+        f"special_tokens_mask has shape {tuple(special_tokens_mask.shape)} but input_ids "
+        f"{tuple(input_ids.shape)}; pass one flag per token",
+    )
     require(0.0 <= mlm_probability <= 1.0, f"mlm_probability must be in [0, 1], got {mlm_probability}")
-    require(0 <= mask_token_id < vocab_size,
-            f"mask_token_id={mask_token_id} is outside the vocabulary of {vocab_size} tokens; "
-            "pass the tokenizer's [MASK] id")
+    require(
+        0 <= mask_token_id < vocab_size,
+        f"mask_token_id={mask_token_id} is outside the vocabulary of {vocab_size} tokens; "
+        "pass the tokenizer's [MASK] id",
+    )
     return special_tokens_mask.to(input_ids.device).bool()
 
 
-def _corrupt(input_ids: torch.Tensor, selected: torch.Tensor, special: torch.Tensor, mask_token_id: int,
-             vocab_size: int, draw: _Draws, exclude_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _corrupt(
+    input_ids: torch.Tensor,
+    selected: torch.Tensor,
+    special: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    draw: _Draws,
+    exclude_ids: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """80% ``[MASK]``, 10% random non-special token, 10% unchanged, among ``selected``."""
     labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     u = draw.uniform(input_ids.shape)  # one uniform per token decides its fate
@@ -135,13 +154,19 @@ def _corrupt(input_ids: torch.Tensor, selected: torch.Tensor, special: torch.Ten
     return inputs, labels
 
 
-def _random_ids_avoiding(input_ids: torch.Tensor, special: torch.Tensor, mask_token_id: int, vocab_size: int,
-                         draw: _Draws, exclude_ids: Sequence[int]) -> torch.Tensor:
+def _random_ids_avoiding(
+    input_ids: torch.Tensor,
+    special: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    draw: _Draws,
+    exclude_ids: Sequence[int],
+) -> torch.Tensor:
     """Uniform ids over ``[0, vocab_size)`` minus the excluded ids, shaped like ``input_ids``.
 
     Draw ``r`` uniformly in ``[0, V - k)`` and map it to the r-th allowed id: with the excluded ids sorted
     as ``x_0 < ... < x_{k-1}``, that id is ``r + #{j : x_j - j <= r}``."""
-    extra = torch.tensor(list(exclude_ids) + [mask_token_id], dtype=input_ids.dtype, device=input_ids.device)
+    extra = torch.tensor([*exclude_ids, mask_token_id], dtype=input_ids.dtype, device=input_ids.device)
     excluded = torch.unique(torch.cat([input_ids[special], extra]))  # sorted
     excluded = excluded[(excluded >= 0) & (excluded < vocab_size)]
     require(len(excluded) < vocab_size, "every vocabulary id is excluded from random replacement; check exclude_ids")

@@ -11,6 +11,7 @@ error: in NSP pairs it is truncated like any over-long pair (tokens removed from
 random from the front or the back); in packed sequences it is cut into pieces of the maximal length,
 so no token is lost.
 """
+
 from __future__ import annotations
 
 import random
@@ -166,7 +167,9 @@ def create_nsp_examples(
                 if word_starts is not None:
                     starts_a, starts_b = starts_a[fa : len(starts_a) - ba], starts_b[fb : len(starts_b) - bb]
                     columns["word_ids"].append(
-                        _word_ids([(None, None), (tokens_a, starts_a), (None, None), (tokens_b, starts_b), (None, None)])
+                        _word_ids(
+                            [(None, None), (tokens_a, starts_a), (None, None), (tokens_b, starts_b), (None, None)]
+                        )
                     )
                 chunk, length = [], 0
             i += 1
@@ -250,4 +253,12 @@ def example_features(word_ids: bool, nsp: bool):
     return datasets.Features(features)
 
 
-__all__ = ["MIN_SEQ_LENGTH", "Segments", "check_max_seq_length", "create_nsp_examples", "empty_columns", "example_features", "pack_sequences"]
+__all__ = [
+    "MIN_SEQ_LENGTH",
+    "Segments",
+    "check_max_seq_length",
+    "create_nsp_examples",
+    "empty_columns",
+    "example_features",
+    "pack_sequences",
+]

@@ -35,10 +35,12 @@ Lightning does not prefetch from a loader with a length, so "handed out" is "con
 checkpoint is written. Exact for ``num_workers=0`` and for workers without ``persistent_workers``
 (persistent workers keep their random state across epochs, which a checkpoint cannot capture).
 """
+
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback
@@ -136,10 +138,14 @@ class ResumeTrainLoaders(Callback):
         if not states or trainer.train_dataloader is None:
             return
         loaders = CombinedLoader(trainer.train_dataloader).flattened
-        stateful = [loader for loader in loaders if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")]
+        stateful = [
+            loader for loader in loaders if hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")
+        ]
         if len(stateful) != len(states):
-            raise RuntimeError(f"the checkpoint holds the states of {len(states)} stateful train loaders, this fit has "
-                               f"{len(stateful)}: resume with the train loaders that wrote it")
+            raise RuntimeError(
+                f"the checkpoint holds the states of {len(states)} stateful train loaders, this fit has "
+                f"{len(stateful)}: resume with the train loaders that wrote it"
+            )
         for loader, state in zip(stateful, states):
             if isinstance(loader, ResumableDataLoader):
                 if state["consumed"] >= trainer.num_training_batches:  # the epoch is over for Lightning
@@ -155,8 +161,12 @@ def _rng_state() -> dict[str, Any]:
     import numpy as np
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]), "python_gauss": random.getstate()[2],
-             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)]}
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_gauss": random.getstate()[2],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

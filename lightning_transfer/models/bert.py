@@ -16,17 +16,21 @@ Submodules carry Hugging Face's names (``encoder.layer.0.attention.self.query``,
 ``pooler.dense``, ``cls.predictions.transform.dense``), so loading a checkpoint is a plain
 ``load_state_dict`` once ``bert.`` prefixes and unused extras are dropped.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 
 from lightning_transfer.errors import UserInputError, require
@@ -69,10 +73,19 @@ class BertConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "max_position_embeddings",
+            "type_vocab_size",
+        ):
             value = getattr(self, name)
-            require(isinstance(value, int) and value > 0, f"BertConfig.{name} must be a positive integer, got {value!r}")
+            require(
+                isinstance(value, int) and value > 0, f"BertConfig.{name} must be a positive integer, got {value!r}"
+            )
         require(
             self.hidden_size % self.num_attention_heads == 0,
             f"BertConfig.hidden_size={self.hidden_size} is not divisible by num_attention_heads="
@@ -81,10 +94,14 @@ class BertConfig:
         for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"BertConfig.{name} must be in [0, 1), got {value!r}")
-        require(0 <= self.pad_token_id < self.vocab_size,
-                f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size} tokens")
-        require(self.hidden_act in ACTIVATIONS,
-                f"BertConfig.hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        require(
+            0 <= self.pad_token_id < self.vocab_size,
+            f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size} tokens",
+        )
+        require(
+            self.hidden_act in ACTIVATIONS,
+            f"BertConfig.hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}",
+        )
 
     @property
     def head_dim(self) -> int:
@@ -94,22 +111,26 @@ class BertConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "BertConfig":
+    def from_dict(cls, values: dict[str, Any]) -> BertConfig:
         """Build from a Hugging Face ``config.json`` dict: unknown keys and ``null`` values are ignored.
 
         A ``model_type`` other than ``bert`` or a ``position_embedding_type`` other than ``absolute``
         raises :class:`UserInputError` (this encoder implements neither)."""
         model_type = values.get("model_type", "bert")
-        require(model_type == "bert",
-                f"config has model_type={model_type!r}, not 'bert'; this loader reads BERT checkpoints only")
+        require(
+            model_type == "bert",
+            f"config has model_type={model_type!r}, not 'bert'; this loader reads BERT checkpoints only",
+        )
         position_type = values.get("position_embedding_type") or "absolute"
-        require(position_type == "absolute",
-                f"config has position_embedding_type={position_type!r}; only 'absolute' positions are implemented")
+        require(
+            position_type == "absolute",
+            f"config has position_embedding_type={position_type!r}; only 'absolute' positions are implemented",
+        )
         names = {field.name for field in dataclasses.fields(cls)}
         return cls(**{key: value for key, value in values.items() if key in names and value is not None})
 
     @classmethod
-    def from_json_file(cls, path: str | Path) -> "BertConfig":
+    def from_json_file(cls, path: str | Path) -> BertConfig:
         path = Path(path)
         require(path.is_file(), f"config file {path} does not exist; pass a Hugging Face BERT config.json")
         try:
@@ -295,8 +316,12 @@ class BertModel(nn.Module):
         self.pooler = BertPooler(config)
         self.apply(lambda module: init_bert_weights(module, config.initializer_range))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Last hidden states, float ``B x L x hidden_size`` (bfloat16 parts under autocast).
 
         ``input_ids``: int64 ``B x L`` with ``L <= max_position_embeddings`` (longer raises
@@ -322,8 +347,12 @@ class BertModel(nn.Module):
         """Pooler output ``tanh(W h[:, 0] + b)``, ``B x hidden_size``, from :meth:`forward`'s output."""
         return self.pooler(hidden)
 
-    def forward_with_pooler(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                            token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_pooler(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hidden B x L x H, pooled B x H)``."""
         hidden = self(input_ids, attention_mask, token_type_ids)
         return hidden, self.pooled(hidden)
@@ -331,7 +360,7 @@ class BertModel(nn.Module):
     # -- Hugging Face format ------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "BertModel":
+    def from_pretrained(cls, directory: str | Path) -> BertModel:
         """Load a local Hugging Face BERT directory: ``config.json`` plus ``model.safetensors`` or
         ``pytorch_model.bin`` (or a sharded ``*.index.json``). Keys may carry the ``bert.`` prefix
         (``BertForPreTraining``, ``BertForSequenceClassification`` checkpoints); task heads and
@@ -401,10 +430,12 @@ class BertForPretraining(nn.Module):
         super().__init__()
         self.config = config
         self.bert = BertModel(config)
-        self.cls = nn.ModuleDict({
-            "predictions": BertMLMHead(config),
-            "seq_relationship": nn.Linear(config.hidden_size, 2),
-        })
+        self.cls = nn.ModuleDict(
+            {
+                "predictions": BertMLMHead(config),
+                "seq_relationship": nn.Linear(config.hidden_size, 2),
+            }
+        )
         self.cls.apply(lambda module: init_bert_weights(module, config.initializer_range))
 
     def mlm_logits(self, hidden: torch.Tensor, masked_positions: torch.Tensor | None = None) -> torch.Tensor:
@@ -417,9 +448,11 @@ class BertForPretraining(nn.Module):
         the device once (the count ``N`` is data dependent).
         """
         if masked_positions is not None:
-            require(masked_positions.dtype == torch.bool and masked_positions.shape == hidden.shape[:2],
-                    f"masked_positions must be a bool tensor of shape {tuple(hidden.shape[:2])}, got "
-                    f"{masked_positions.dtype} {tuple(masked_positions.shape)}; pass labels != -100")
+            require(
+                masked_positions.dtype == torch.bool and masked_positions.shape == hidden.shape[:2],
+                f"masked_positions must be a bool tensor of shape {tuple(hidden.shape[:2])}, got "
+                f"{masked_positions.dtype} {tuple(masked_positions.shape)}; pass labels != -100",
+            )
             hidden = hidden[masked_positions]  # N x H
         return self.cls["predictions"](hidden, self.bert.embeddings.word_embeddings.weight)
 
@@ -427,16 +460,20 @@ class BertForPretraining(nn.Module):
         """Next-sentence logits ``B x 2`` from the pooled ``[CLS]`` state of ``hidden`` (``B x L x H``)."""
         return self.cls["seq_relationship"](self.bert.pooled(hidden))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None,
-                masked_positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        masked_positions: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mlm_logits, nsp_logits)``: ``N x V`` (or ``B x L x V`` when ``masked_positions`` is None)
         and ``B x 2``. Arguments as in :meth:`BertModel.forward` and :meth:`mlm_logits`."""
         hidden = self.bert(input_ids, attention_mask, token_type_ids)
         return self.mlm_logits(hidden, masked_positions), self.nsp_logits(hidden)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "BertForPretraining":
+    def from_pretrained(cls, directory: str | Path) -> BertForPretraining:
         """Load a local Hugging Face BERT directory (see :meth:`BertModel.from_pretrained`). The ``cls.*``
         head weights load when present (a ``BertForPreTraining`` checkpoint) and keep their fresh
         initialization otherwise (a plain ``BertModel`` checkpoint), so pretraining can continue from
@@ -444,8 +481,9 @@ class BertForPretraining(nn.Module):
         copy is ignored."""
         config, state = read_hf_checkpoint(directory)
         model = cls(config)
-        state = {key if key.startswith("cls.") else f"bert.{key}": value
-                 for key, value in strip_bert_prefix(state).items()}
+        state = {
+            key if key.startswith("cls.") else f"bert.{key}": value for key, value in strip_bert_prefix(state).items()
+        }
         state = {key: value for key, value in state.items() if not key.startswith("cls.predictions.decoder.")}
         load_weights(model, state, directory, optional_prefixes=("bert.pooler.", "cls."))
         return model
@@ -464,15 +502,22 @@ def read_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, dict[str, tor
     """``(config, raw state dict)`` of a local Hugging Face BERT directory; :class:`UserInputError`
     when the directory, its config.json or its weights are missing or not a BERT."""
     directory = Path(directory)
-    require(directory.is_dir(), f"{directory} is not a directory; pass a local Hugging Face BERT directory "
-            "(config.json plus model.safetensors or pytorch_model.bin)")
-    require((directory / "config.json").is_file(), f"{directory} has no config.json; pass a Hugging Face BERT directory")
+    require(
+        directory.is_dir(),
+        f"{directory} is not a directory; pass a local Hugging Face BERT directory "
+        "(config.json plus model.safetensors or pytorch_model.bin)",
+    )
+    require(
+        (directory / "config.json").is_file(), f"{directory} has no config.json; pass a Hugging Face BERT directory"
+    )
     config = BertConfig.from_json_file(directory / "config.json")
     for name in (WEIGHTS_NAME, WEIGHTS_NAME + ".index.json", LEGACY_WEIGHTS_NAME, LEGACY_WEIGHTS_NAME + ".index.json"):
         if (directory / name).is_file():
             return config, _read_weights(directory / name)
-    raise UserInputError(f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; "
-                         "pass a Hugging Face BERT directory with its weights")
+    raise UserInputError(
+        f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; "
+        "pass a Hugging Face BERT directory with its weights"
+    )
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -485,9 +530,11 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
 
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a corrupt or truncated file: say which one
-        raise UserInputError(f"could not read weights from {path} ({type(err).__name__}: {err}); "
-                             "re-download or re-save it") from None
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        # what a corrupt or truncated file raises: torch's zip reader (RuntimeError), pickle, safetensors
+        raise UserInputError(
+            f"could not read weights from {path} ({type(err).__name__}: {err}); re-download or re-save it"
+        ) from None
 
 
 def strip_bert_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -503,33 +550,49 @@ def strip_bert_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path,
-                 optional_prefixes: tuple[str, ...] = ()) -> None:
+def load_weights(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, optional_prefixes: tuple[str, ...] = ()
+) -> None:
     """``model.load_state_dict(state)`` that tolerates missing keys under ``optional_prefixes`` (they keep
     their initialization) and ignores checkpoint keys the model does not have (task heads); a missing
     encoder weight or a shape mismatch raises :class:`UserInputError`."""
     own = model.state_dict()
-    mismatched = [f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
-                  for key, value in state.items() if key in own and value.shape != own[key].shape]
-    require(not mismatched, f"{source}: weight shapes differ from its config.json: {', '.join(mismatched[:3])}; "
-            "the weights and config.json do not belong together")
+    mismatched = [
+        f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
+        for key, value in state.items()
+        if key in own and value.shape != own[key].shape
+    ]
+    require(
+        not mismatched,
+        f"{source}: weight shapes differ from its config.json: {', '.join(mismatched[:3])}; "
+        "the weights and config.json do not belong together",
+    )
     result = model.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
     missing = [key for key in result.missing_keys if not key.startswith(optional_prefixes)]
-    require(not missing, f"{source} lacks {len(missing)} encoder weights (e.g. {missing[0] if missing else ''}); "
-            "it is not a BERT checkpoint this loader understands")
+    require(
+        not missing,
+        f"{source} lacks {len(missing)} encoder weights (e.g. {missing[0] if missing else ''}); "
+        "it is not a BERT checkpoint this loader understands",
+    )
     if any(key.startswith("pooler.") or key.startswith("bert.pooler.") for key in result.missing_keys):
         warnings.warn(f"{source} has no pooler weights; the pooler keeps its random initialization", stacklevel=3)
 
 
-def write_hf_checkpoint(directory: str | Path, config: BertConfig, state: dict[str, torch.Tensor],
-                        architecture: str) -> Path:
+def write_hf_checkpoint(
+    directory: str | Path, config: BertConfig, state: dict[str, torch.Tensor], architecture: str
+) -> Path:
     """Write ``config.json`` (``model_type: bert``, ``architectures``) and ``model.safetensors``."""
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    hf_config = {"architectures": [architecture], "model_type": "bert", **config.to_dict(),
-                 "position_embedding_type": "absolute", "tie_word_embeddings": True}
+    hf_config = {
+        "architectures": [architecture],
+        "model_type": "bert",
+        **config.to_dict(),
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+    }
     (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
     tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
     save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})

@@ -4,7 +4,10 @@
 small ``convnet`` for quick CPU runs) or any ``nn.Module`` into an encoder that maps
 ``B x C x H x W`` images to ``B x feature_dim`` features.
 """
+
 from __future__ import annotations
+
+import itertools
 
 import torch
 from torch import nn
@@ -114,14 +117,15 @@ class ProjectionHead(nn.Module):
     Dimensions: ``input_dim -> hidden_dim -> ... -> output_dim``. The loss is computed on g(h); the
     representation kept for transfer is h."""
 
-    def __init__(self, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2,
-                 last_bn: bool = False):
+    def __init__(
+        self, input_dim: int, hidden_dim: int = 2048, output_dim: int = 128, num_layers: int = 2, last_bn: bool = False
+    ):
         super().__init__()
         if num_layers < 1:
             raise UserInputError(f"projection head needs num_layers >= 1, got {num_layers}")
         layers: list[nn.Module] = []
         dims = [input_dim] + [hidden_dim] * (num_layers - 1) + [output_dim]
-        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
             last = i == num_layers - 1
             layers.append(nn.Linear(d_in, d_out, bias=last and not last_bn))
             if not last:

@@ -20,6 +20,7 @@ Where ``torch.compile`` cannot run (no C++ compiler for CPU code, say), it warns
 :meth:`setup` (subclasses call ``super().setup(stage)`` first) trains in ``32-true`` where the requested
 mixed precision would only be emulated by the CPU (:mod:`lightning_transfer.precision`).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,15 @@ import torch
 from torch import nn
 
 from lightning_transfer.data.resumable import ResumeTrainLoaders
-from lightning_transfer.optim import (OPTIMIZATION_SETTINGS, build_optimizer, check_optimization_settings,
-                                     resolve_warmup_steps, split_decay_groups, warmup_schedule)
+from lightning_transfer.hparams import AttributeHparams
+from lightning_transfer.optim import (
+    OPTIMIZATION_SETTINGS,
+    build_optimizer,
+    check_optimization_settings,
+    resolve_warmup_steps,
+    split_decay_groups,
+    warmup_schedule,
+)
 from lightning_transfer.precision import fall_back_from_emulated_precision
 
 
@@ -53,7 +61,7 @@ def compile_unavailable_reason(device: torch.device) -> str | None:
     return None
 
 
-class OptimizedModule(pl.LightningModule):
+class OptimizedModule(AttributeHparams, pl.LightningModule):
     #: Attribute names of the hot submodules ``compile=True`` compiles, where the subclass has them.
     compile_targets: tuple[str, ...] = ("encoder", "backbone", "projection")
 
@@ -114,9 +122,17 @@ class OptimizedModule(pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         total = self.total_steps()
-        optimizer = build_optimizer(hp.optimizer, self.param_groups(), lr=self.learning_rate(),
-                                    weight_decay=hp.weight_decay, momentum=hp.momentum, betas=tuple(hp.betas),
-                                    allow_fused=self._may_fuse_optimizer())
+        optimizer = build_optimizer(
+            hp.optimizer,
+            self.param_groups(),
+            lr=self.learning_rate(),
+            weight_decay=hp.weight_decay,
+            momentum=hp.momentum,
+            betas=tuple(hp.betas),
+            allow_fused=self._may_fuse_optimizer(),
+        )
         warmup = resolve_warmup_steps(hp.warmup_steps, hp.warmup_fraction, total)
-        return {"optimizer": optimizer,
-                "lr_scheduler": warmup_schedule(optimizer, warmup, total, hp.schedule, hp.min_lr_factor)}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": warmup_schedule(optimizer, warmup, total, hp.schedule, hp.min_lr_factor),
+        }

@@ -16,6 +16,7 @@ Hugging Face BERT directory (continued, domain-adaptive pretraining; ``minilm_de
 shipped for the offline demo). Export: :meth:`BertPretrainModule.save_pretrained` writes a
 ``BertForPreTraining`` directory (plus the tokenizer) that ``transformers`` loads.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -142,7 +143,9 @@ class BertPretrainModule(OptimizedModule):
         super().__init__()
         require(nsp_weight >= 0, f"nsp_weight must be >= 0, got {nsp_weight}")
         require(head_lr_factor > 0, f"head_lr_factor must be > 0, got {head_lr_factor}")
-        self.save_hyperparameters(logger=False)  # logged resolved, beside the DataModule's: _log_resolved_hyperparameters
+        self.save_hyperparameters(
+            logger=False
+        )  # logged resolved, beside the DataModule's: _log_resolved_hyperparameters
         self.validate_optimization_settings()
         self.model: BertForPretraining | None = None
         self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
@@ -160,9 +163,11 @@ class BertPretrainModule(OptimizedModule):
     def _adopt_pretrained_config(self, directory: Path) -> None:
         config = BertConfig.from_json_file(directory / "config.json")
         given = self.hparams.vocab_size
-        require(given is None or given == config.vocab_size,
-                f"vocab_size={given} differs from the {config.vocab_size} of pretrained={self.hparams.pretrained}; "
-                "leave vocab_size unset (null) to use the pretrained model's")
+        require(
+            given is None or given == config.vocab_size,
+            f"vocab_size={given} differs from the {config.vocab_size} of pretrained={self.hparams.pretrained}; "
+            "leave vocab_size unset (null) to use the pretrained model's",
+        )
         self.hparams.update({name: getattr(config, name) for name in BERT_FIELDS})
 
     def bert_config(self, placeholder_vocab: bool = False) -> BertConfig:
@@ -170,11 +175,16 @@ class BertPretrainModule(OptimizedModule):
         ``placeholder_vocab``, which only validates the other sizes)."""
         values = {name: self.hparams[name] for name in BERT_FIELDS}
         if values["vocab_size"] is None:
-            require(placeholder_vocab, "vocab_size is unknown: set model.vocab_size or model.tokenizer, or train with a "
-                    "DataModule that exposes .tokenizer (TextPretrainDataModule)")
+            require(
+                placeholder_vocab,
+                "vocab_size is unknown: set model.vocab_size or model.tokenizer, or train with a "
+                "DataModule that exposes .tokenizer (TextPretrainDataModule)",
+            )
             values["vocab_size"] = values["pad_token_id"] + 1
-        require(values["hidden_act"] in ACTIVATIONS,
-                f"hidden_act={values['hidden_act']!r} is not supported; use one of {sorted(ACTIVATIONS)}")
+        require(
+            values["hidden_act"] in ACTIVATIONS,
+            f"hidden_act={values['hidden_act']!r} is not supported; use one of {sorted(ACTIVATIONS)}",
+        )
         return BertConfig(**values)
 
     def configure_model(self) -> None:
@@ -199,21 +209,30 @@ class BertPretrainModule(OptimizedModule):
         named = list(self.named_parameters())
         heads = [(n, p) for n, p in named if n.startswith("model.cls.")]
         rest = [(n, p) for n, p in named if not n.startswith("model.cls.")]
-        return (split_decay_groups(rest, hp.weight_decay)
-                + split_decay_groups(heads, hp.weight_decay, lr=self.learning_rate() * hp.head_lr_factor))
+        return split_decay_groups(rest, hp.weight_decay) + split_decay_groups(
+            heads, hp.weight_decay, lr=self.learning_rate() * hp.head_lr_factor
+        )
 
     @staticmethod
     def _stage_metrics() -> nn.ModuleDict:
-        return nn.ModuleDict({
-            "mlm_loss": MeanMetric(), "mlm_ppl": ExpOfMean(), "mlm_acc": MeanMetric(),
-            "nsp_loss": MeanMetric(), "nsp_acc": MulticlassAccuracy(2, average="micro"),
-        })
+        return nn.ModuleDict(
+            {
+                "mlm_loss": MeanMetric(),
+                "mlm_ppl": ExpOfMean(),
+                "mlm_acc": MeanMetric(),
+                "nsp_loss": MeanMetric(),
+                "nsp_acc": MulticlassAccuracy(2, average="micro"),
+            }
+        )
 
     @property
     def encoder(self) -> BertModel:
         """The BERT encoder (what fine-tuning transfers)."""
-        require(self.model is not None, "the model is not built yet: vocab_size is unknown until setup() "
-                "(or pass vocab_size / tokenizer / pretrained)")
+        require(
+            self.model is not None,
+            "the model is not built yet: vocab_size is unknown until setup() "
+            "(or pass vocab_size / tokenizer / pretrained)",
+        )
         return self.model.bert
 
     @property
@@ -227,7 +246,8 @@ class BertPretrainModule(OptimizedModule):
             if self.hparams.tokenizer is not None:
                 self._tokenizer = load_tokenizer(resolve_path(self.hparams.tokenizer, what="tokenizer"))
             elif self._pretrained_dir is not None and any(
-                    (self._pretrained_dir / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+                (self._pretrained_dir / name).is_file() for name in ("tokenizer.json", "vocab.txt")
+            ):
                 self._tokenizer = load_tokenizer(self._pretrained_dir)
         return self._tokenizer
 
@@ -238,10 +258,16 @@ class BertPretrainModule(OptimizedModule):
         data_tokenizer = getattr(datamodule, "tokenizer", None)
         data_hparams = getattr(datamodule, "hparams", None) or {}
         if self.hparams.vocab_size is None:
-            size = data_tokenizer.get_vocab_size(with_added_tokens=True) if data_tokenizer is not None \
+            size = (
+                data_tokenizer.get_vocab_size(with_added_tokens=True)
+                if data_tokenizer is not None
                 else getattr(datamodule, "vocab_size", None)
-            require(isinstance(size, int), "vocab_size is unknown: set model.vocab_size or model.tokenizer, or use a "
-                    "DataModule that exposes .tokenizer (TextPretrainDataModule)")
+            )
+            require(
+                isinstance(size, int),
+                "vocab_size is unknown: set model.vocab_size or model.tokenizer, or use a "
+                "DataModule that exposes .tokenizer (TextPretrainDataModule)",
+            )
             self.hparams.vocab_size = size  # saved with the checkpoint, so loading rebuilds the same model
             self.configure_model()
         if data_tokenizer is not None:
@@ -252,31 +278,42 @@ class BertPretrainModule(OptimizedModule):
     def _check_data_tokenizer(self, data_tokenizer) -> None:
         data_size = data_tokenizer.get_vocab_size(with_added_tokens=True)
         origin = f"pretrained={self.hparams.pretrained}" if self.hparams.pretrained else "the model"
-        require(data_size == self.hparams.vocab_size,
-                f"the data's tokenizer has {data_size} tokens but {origin} has vocab_size={self.hparams.vocab_size}; "
-                "give the DataModule the model's tokenizer (data.tokenizer) or set model.vocab_size: "
-                f"{data_size} for a model trained from scratch")
+        require(
+            data_size == self.hparams.vocab_size,
+            f"the data's tokenizer has {data_size} tokens but {origin} has vocab_size={self.hparams.vocab_size}; "
+            "give the DataModule the model's tokenizer (data.tokenizer) or set model.vocab_size: "
+            f"{data_size} for a model trained from scratch",
+        )
         own = self.tokenizer
         if own is None:
             self._tokenizer = data_tokenizer  # exported with the model and stored in checkpoints
         elif own.get_vocab(with_added_tokens=True) != data_tokenizer.get_vocab(with_added_tokens=True):
             raise UserInputError(
                 f"the data's tokenizer and the model's tokenizer ({self.hparams.tokenizer or self.hparams.pretrained}) "
-                f"both have {data_size} tokens but map them to different ids; use the same tokenizer for both")
+                f"both have {data_size} tokens but map them to different ids; use the same tokenizer for both"
+            )
 
     def _check_data_settings(self, data_hparams) -> None:
         data_nsp = data_hparams.get("nsp")
         if self.hparams.nsp and data_nsp is False:
-            raise UserInputError("model.nsp=True needs batches with next_sentence_label but the DataModule has nsp=False; "
-                                 "set model.nsp: false or data.nsp: true")
+            raise UserInputError(
+                "model.nsp=True needs batches with next_sentence_label but the DataModule has nsp=False; "
+                "set model.nsp: false or data.nsp: true"
+            )
         if not self.hparams.nsp and data_nsp:
-            warnings.warn("the DataModule builds NSP pairs (nsp=True) but model.nsp=False ignores their labels; "
-                          "set data.nsp: false to pack full sequences instead", UserWarning, stacklevel=2)
+            warnings.warn(
+                "the DataModule builds NSP pairs (nsp=True) but model.nsp=False ignores their labels; "
+                "set data.nsp: false to pack full sequences instead",
+                UserWarning,
+                stacklevel=2,
+            )
         length = data_hparams.get("max_seq_length")
         limit = self.hparams.max_position_embeddings
-        require(length is None or length <= limit,
-                f"data.max_seq_length={length} exceeds the model's max_position_embeddings={limit}; "
-                f"set data.max_seq_length <= {limit}")
+        require(
+            length is None or length <= limit,
+            f"data.max_seq_length={length} exceeds the model's max_position_embeddings={limit}; "
+            f"set data.max_seq_length <= {limit}",
+        )
 
     def _log_resolved_hyperparameters(self, datamodule) -> None:
         """Log this module's hyperparameters as resolved: ``vocab_size`` and the sizes taken from
@@ -300,8 +337,12 @@ class BertPretrainModule(OptimizedModule):
             logger.log_hyperparams(params)
 
     # ---------------------------------------------------------------- the algorithm
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Last hidden states of the encoder, ``B x L x hidden_size``."""
         return self.encoder(input_ids, attention_mask, token_type_ids)
 
@@ -311,8 +352,11 @@ class BertPretrainModule(OptimizedModule):
         Cross-entropies are computed in float32 whatever the autocast dtype. A batch without selected
         tokens gives ``mlm_loss = 0`` (still connected to the graph), never NaN."""
         missing = [key for key in REQUIRED_KEYS if key not in batch]
-        require(not missing, f"the batch lacks {missing}; a pretraining batch has input_ids, attention_mask, "
-                "token_type_ids, labels (-100 where not masked) and next_sentence_label when nsp=True")
+        require(
+            not missing,
+            f"the batch lacks {missing}; a pretraining batch has input_ids, attention_mask, "
+            "token_type_ids, labels (-100 where not masked) and next_sentence_label when nsp=True",
+        )
         labels = batch["labels"]
         hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
         selected = labels != IGNORE_INDEX  # B x L
@@ -323,8 +367,11 @@ class BertPretrainModule(OptimizedModule):
         mlm_loss = mlm_sum / max(mlm_labels.numel(), 1)
         loss, nsp_loss, nsp_logits, nsp_labels = mlm_sum / self._mlm_denominator(mlm_labels.numel()), None, None, None
         if self.hparams.nsp:
-            require("next_sentence_label" in batch, "model.nsp=True but the batch has no next_sentence_label; set "
-                    "model.nsp: false, or use a DataModule with nsp=True")
+            require(
+                "next_sentence_label" in batch,
+                "model.nsp=True but the batch has no next_sentence_label; set "
+                "model.nsp: false, or use a DataModule with nsp=True",
+            )
             nsp_labels = batch["next_sentence_label"].view(-1)
             nsp_logits = self.model.nsp_logits(hidden).float()  # B x 2
             nsp_loss = F.cross_entropy(nsp_logits, nsp_labels)

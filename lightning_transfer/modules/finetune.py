@@ -31,6 +31,7 @@ Batches: images ``{"images": float B x C x H x W, "labels"}`` (``ImageDataModule
 text ``{"input_ids", "attention_mask", "token_type_ids", "labels"}`` (``TextClassificationDataModule``,
 single sentences or sentence pairs alike).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -135,19 +136,26 @@ class FineTuneModule(OptimizedModule):
         trust_checkpoint: bool = False,
     ):
         super().__init__()
-        for name, value, choices in (("strategy", strategy, STRATEGIES), ("pooling", pooling, POOLINGS),
-                                     ("init", init, INITS)):
+        for name, value, choices in (
+            ("strategy", strategy, STRATEGIES),
+            ("pooling", pooling, POOLINGS),
+            ("init", init, INITS),
+        ):
             require(value in choices, f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
         require(freeze_layers >= 0, f"freeze_layers must be >= 0, got {freeze_layers}")
         require(lp_epochs >= 1, f"lp_epochs must be >= 1, got {lp_epochs}")
         require(0.0 < layer_decay <= 1.0, f"layer_decay must be in (0, 1], got {layer_decay}")
         require(encoder_lr_factor >= 0.0, f"encoder_lr_factor must be >= 0, got {encoder_lr_factor}")
         require(0.0 <= label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {label_smoothing}")
-        require(head_dropout is None or 0.0 <= head_dropout < 1.0, f"head_dropout must be in [0, 1), got {head_dropout}")
+        require(
+            head_dropout is None or 0.0 <= head_dropout < 1.0, f"head_dropout must be in [0, 1), got {head_dropout}"
+        )
         require(num_classes is None or num_classes >= 2, f"num_classes must be at least 2, got {num_classes}")
         self.save_hyperparameters()
 
-        self.encoder, self.modality, self.feature_dim, self.source_info = load_encoder(pretrained, init, encoder_config, trust_checkpoint)
+        self.encoder, self.modality, self.feature_dim, self.source_info = load_encoder(
+            pretrained, init, encoder_config, trust_checkpoint
+        )
         self.hparams.encoder_config = self.source_info["config"]  # saved with the checkpoint: the architecture
         for key, value in MODALITY_DEFAULTS[self.modality].items():
             if self.hparams[key] is None:
@@ -157,9 +165,11 @@ class FineTuneModule(OptimizedModule):
         blocks = encoder_blocks(self.encoder)
         self.blocks: list[nn.Module] = blocks.ordered  # a plain list: views, not registered twice
         if strategy == "partial":
-            require(freeze_layers <= len(blocks.layers),
-                    f"freeze_layers={freeze_layers} but the encoder has only {len(blocks.layers)} blocks above its stem; "
-                    f"use at most {len(blocks.layers)} (or strategy=linear)")
+            require(
+                freeze_layers <= len(blocks.layers),
+                f"freeze_layers={freeze_layers} but the encoder has only {len(blocks.layers)} blocks above its stem; "
+                f"use at most {len(blocks.layers)} (or strategy=linear)",
+            )
         self._partial_frozen = (blocks.stem is not None) + freeze_layers
         uses_pooler = self.modality == "text" and pooling == "pooler"
         self._unused = list(self.encoder.pooler.parameters()) if self.modality == "text" and not uses_pooler else []
@@ -178,8 +188,12 @@ class FineTuneModule(OptimizedModule):
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         if self.modality == "text":
             init_bert_weights(self.classifier, self.encoder.config.initializer_range)
-        metrics = MetricCollection({"acc": MulticlassAccuracy(num_classes, average="micro"),
-                                    "f1": MulticlassF1Score(num_classes, average="macro")})
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
         self.test_confusion = MulticlassConfusionMatrix(num_classes)  # not logged: plotted at the end of test
@@ -192,12 +206,16 @@ class FineTuneModule(OptimizedModule):
         self._check_data(datamodule)
         classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
         if self.classifier is None:
-            require(bool(classes), "num_classes is unknown: set model.num_classes, or use a DataModule with num_classes")
+            require(
+                bool(classes), "num_classes is unknown: set model.num_classes, or use a DataModule with num_classes"
+            )
             self.hparams.num_classes = classes  # saved with the checkpoint, so loading rebuilds the head
             self._build_head(classes)
         elif classes and classes != self.hparams.num_classes:
-            raise UserInputError(f"the data has {classes} classes but model.num_classes={self.hparams.num_classes}; "
-                                 f"set model.num_classes: {classes} (or null to take it from the data)")
+            raise UserInputError(
+                f"the data has {classes} classes but model.num_classes={self.hparams.num_classes}; "
+                f"set model.num_classes: {classes} (or null to take it from the data)"
+            )
         # Under DDP the parameters that require grad must not change after wrapping (the gradient
         # reducer is built once), so there gradual/lp_ft keep requires_grad on and drop the frozen
         # blocks' gradients before each step instead.
@@ -211,15 +229,20 @@ class FineTuneModule(OptimizedModule):
         if kind is not None and kind != self.modality:
             raise UserInputError(
                 f"pretrained={self.hparams.pretrained} is a{'n' if self.modality == 'image' else ''} {self.modality} encoder "
-                f"but the data is {kind}; use {DATA_HINT[self.modality]} or a {kind} checkpoint")
+                f"but the data is {kind}; use {DATA_HINT[self.modality]} or a {kind} checkpoint"
+            )
         hp = getattr(datamodule, "hparams", {})
         if kind == "image":
-            require(hp.get("mode", "supervised") == "supervised",
-                    "fine-tuning needs labeled single-view batches; set data.mode: supervised")
+            require(
+                hp.get("mode", "supervised") == "supervised",
+                "fine-tuning needs labeled single-view batches; set data.mode: supervised",
+            )
             channels, expected = getattr(datamodule, "num_channels", None), self.hparams.encoder_config["in_channels"]
-            require(channels is None or channels == expected,
-                    f"the data has {channels} channel(s) but the encoder takes in_channels={expected}; "
-                    f"set data.channels: {expected} (or use an encoder pretrained on {channels}-channel images)")
+            require(
+                channels is None or channels == expected,
+                f"the data has {channels} channel(s) but the encoder takes in_channels={expected}; "
+                f"set data.channels: {expected} (or use an encoder pretrained on {channels}-channel images)",
+            )
         if kind == "text":
             self._check_tokenizer(getattr(datamodule, "tokenizer", None), getattr(datamodule, "vocab_size", None))
 
@@ -230,14 +253,25 @@ class FineTuneModule(OptimizedModule):
             vocab = data_tokenizer.get_vocab_size(with_added_tokens=True)
         expected = self.hparams.encoder_config["vocab_size"]
         source = self.source_info.get("tokenizer")
-        hint = f"set data.tokenizer: {source}" if source and not source.lstrip().startswith("{") else \
-            "set data.tokenizer to the tokenizer the encoder was pretrained with"
-        require(vocab is None or vocab <= expected,
-                f"the data's tokenizer has {vocab} tokens but the encoder's vocabulary has {expected}; {hint}")
-        own = pretrained_tokenizer(self.source_info) if self.hparams.init == "pretrained" and data_tokenizer is not None else None
-        require(own is None or own.get_vocab(with_added_tokens=True) == data_tokenizer.get_vocab(with_added_tokens=True),
-                f"the data's tokenizer is not the one pretrained={self.hparams.pretrained} was trained with "
-                f"(the vocabularies differ), so token ids would mean other words; {hint}")
+        hint = (
+            f"set data.tokenizer: {source}"
+            if source and not source.lstrip().startswith("{")
+            else "set data.tokenizer to the tokenizer the encoder was pretrained with"
+        )
+        require(
+            vocab is None or vocab <= expected,
+            f"the data's tokenizer has {vocab} tokens but the encoder's vocabulary has {expected}; {hint}",
+        )
+        own = (
+            pretrained_tokenizer(self.source_info)
+            if self.hparams.init == "pretrained" and data_tokenizer is not None
+            else None
+        )
+        require(
+            own is None or own.get_vocab(with_added_tokens=True) == data_tokenizer.get_vocab(with_added_tokens=True),
+            f"the data's tokenizer is not the one pretrained={self.hparams.pretrained} was trained with "
+            f"(the vocabularies differ), so token ids would mean other words; {hint}",
+        )
 
     # ---------------------------------------------------------------- strategies
     def unfrozen_blocks(self, epoch: int) -> int:
@@ -253,7 +287,9 @@ class FineTuneModule(OptimizedModule):
 
     def _ever_unfrozen(self) -> int:
         """Blocks (from the top) that train at some epoch: those get optimizer param groups."""
-        return {"linear": 0, "partial": len(self.blocks) - self._partial_frozen}.get(self.hparams.strategy, len(self.blocks))
+        return {"linear": 0, "partial": len(self.blocks) - self._partial_frozen}.get(
+            self.hparams.strategy, len(self.blocks)
+        )
 
     def apply_strategy(self, epoch: int) -> None:
         """Freeze and unfreeze blocks for ``epoch``: the bottom ``len(blocks) - unfrozen_blocks(epoch)``
@@ -269,7 +305,7 @@ class FineTuneModule(OptimizedModule):
             param.requires_grad_(False)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "FineTuneModule":
+    def train(self, mode: bool = True) -> FineTuneModule:
         """``nn.Module.train``, except that frozen blocks stay in eval mode: a frozen BatchNorm keeps
         its running statistics and a frozen block runs without dropout."""
         super().train(mode)
@@ -304,8 +340,9 @@ class FineTuneModule(OptimizedModule):
         Groups are named ``head`` / ``encoder.<block index from the bottom>``, plus ``.no_decay``."""
         hp = self.hparams
         require(self.classifier is not None, "num_classes is unknown: set model.num_classes, or fit with a DataModule")
-        groups = split_decay_groups(self.classifier.named_parameters(), hp.weight_decay, name="head", keep_frozen=True,
-                                    lr=hp.lr)
+        groups = split_decay_groups(
+            self.classifier.named_parameters(), hp.weight_decay, name="head", keep_frozen=True, lr=hp.lr
+        )
         unused = {id(p) for p in self._unused}
         n, trainable = len(self.blocks), self._ever_unfrozen()
         for i, block in enumerate(self.blocks):
@@ -313,8 +350,13 @@ class FineTuneModule(OptimizedModule):
             if depth >= trainable:
                 continue
             named = [(name, p) for name, p in block.named_parameters() if id(p) not in unused]
-            groups += split_decay_groups(named, hp.weight_decay, name=f"encoder.{i}", keep_frozen=True,
-                                         lr=hp.lr * hp.encoder_lr_factor * hp.layer_decay ** depth)
+            groups += split_decay_groups(
+                named,
+                hp.weight_decay,
+                name=f"encoder.{i}",
+                keep_frozen=True,
+                lr=hp.lr * hp.encoder_lr_factor * hp.layer_decay**depth,
+            )
         return groups
 
     # ---------------------------------------------------------------- steps
@@ -324,7 +366,8 @@ class FineTuneModule(OptimizedModule):
         if key not in batch:
             raise UserInputError(
                 f"the batch has {sorted(batch)} but this {self.modality} encoder needs {key!r}; "
-                f"use {DATA_HINT[self.modality]} or a checkpoint of the data's modality")
+                f"use {DATA_HINT[self.modality]} or a checkpoint of the data's modality"
+            )
         if self.modality == "image":
             return self.encoder(batch["images"])
         mask = batch.get("attention_mask")
@@ -373,8 +416,11 @@ class FineTuneModule(OptimizedModule):
         self.test_confusion.reset()
         folder = run_log_dir(self.trainer)
         if folder is not None and self.trainer.is_global_zero:
-            plot_confusion_matrix(self.test_confusion_matrix, folder / "confusion_matrix.png",
-                                  class_names=class_names_of(self.trainer.datamodule, self.hparams.num_classes))
+            plot_confusion_matrix(
+                self.test_confusion_matrix,
+                folder / "confusion_matrix.png",
+                class_names=class_names_of(self.trainer.datamodule, self.hparams.num_classes),
+            )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:
         """``{"prediction": int64 B, "probabilities": float32 B x C}`` (plus ``labels`` when the

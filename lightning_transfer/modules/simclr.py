@@ -5,6 +5,7 @@ encoder f and the projection head g; NT-Xent pulls the two views of an image tog
 all other views of the (global) batch away. An online linear probe on detached features and a kNN
 classifier monitor representation quality during pretraining without touching the encoder.
 """
+
 from __future__ import annotations
 
 import math
@@ -87,7 +88,9 @@ class SimCLRModule(OptimizedModule):
         if self._custom_backbone:
             self.hparams.backbone = None
         self.validate_optimization_settings()
-        self.backbone, self.feature_dim = build_backbone(backbone, in_channels, small_images, pretrained_weights, feature_dim, width)
+        self.backbone, self.feature_dim = build_backbone(
+            backbone, in_channels, small_images, pretrained_weights, feature_dim, width
+        )
         self.projection = ProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, projection_layers)
         self.probe: nn.Linear | None = None
         if num_classes:
@@ -126,8 +129,14 @@ class SimCLRModule(OptimizedModule):
         encoder = [(n, p) for n, p in self.named_parameters() if not n.startswith("probe.")]
         groups = split_decay_groups(encoder, self.hparams.weight_decay)
         if self.probe is not None:  # plain SGD/Adam step for the probe: no LARS adaptation, no decay
-            groups.append({"params": list(self.probe.parameters()), "lr": self.hparams.probe_lr,
-                           "weight_decay": 0.0, "lars_exclude": True})
+            groups.append(
+                {
+                    "params": list(self.probe.parameters()),
+                    "lr": self.hparams.probe_lr,
+                    "weight_decay": 0.0,
+                    "lars_exclude": True,
+                }
+            )
         return groups
 
     def configure_optimizers(self):
@@ -198,7 +207,9 @@ class SimCLRModule(OptimizedModule):
         self.log("val/probe_acc", self.val_probe_acc, prog_bar=True)
         if self._bank is not None and len(self._bank[0]):
             if features is not None:
-                scores = knn_predict(features, *self._bank, self.probe.out_features, self.hparams.knn_k, self.hparams.knn_temperature)
+                scores = knn_predict(
+                    features, *self._bank, self.probe.out_features, self.hparams.knn_k, self.hparams.knn_temperature
+                )
                 self.val_knn_acc(scores, labels)
             self.log("val/knn_acc", self.val_knn_acc, prog_bar=True)
 
@@ -213,8 +224,13 @@ class SimCLRModule(OptimizedModule):
         if self._custom_backbone:
             return None
         hp = self.hparams
-        return {"modality": "image", "backbone": hp.backbone, "in_channels": hp.in_channels,
-                "small_images": hp.small_images, "width": hp.width}
+        return {
+            "modality": "image",
+            "backbone": hp.backbone,
+            "in_channels": hp.in_channels,
+            "small_images": hp.small_images,
+            "width": hp.width,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Mark the checkpoint for fine-tuning (:mod:`~lightning_transfer.models.encoder_handoff`): the
@@ -227,6 +243,8 @@ class SimCLRModule(OptimizedModule):
         ``FineTuneModule(pretrained=path)`` and other projects. Returns ``path``. A custom backbone module
         cannot be rebuilt from a file: :class:`UserInputError` (save ``self.backbone.state_dict()`` instead)."""
         if self._custom_backbone:
-            raise UserInputError("export_encoder needs a named backbone: a custom module cannot be rebuilt from a file; "
-                                 "save self.backbone.state_dict() and rebuild your module yourself")
+            raise UserInputError(
+                "export_encoder needs a named backbone: a custom module cannot be rebuilt from a file; "
+                "save self.backbone.state_dict() and rebuild your module yourself"
+            )
         return save_encoder(path, self.backbone, self.encoder_config(), kind="simclr")
