@@ -10,14 +10,32 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from lightning_transfer.errors import UserInputError
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    import torch
+
+    class _ShowWarning(Protocol):
+        """The signature of ``warnings.showwarning``."""
+
+        def __call__(
+            self,
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None: ...
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -94,7 +112,7 @@ class PredictionWriter(BasePredictionWriter):
                 final = self.path(dataloader_idx)
                 parts = sorted(final.parent.glob(f"{final.name}.rank*"))
                 merged: dict[int, list[str]] = {}
-                header: list[str] = []
+                header = []
                 for part in parts:
                     with part.open(newline="") as handle:
                         reader = csv.reader(handle)
@@ -232,7 +250,7 @@ class HostSyncCounter(pl.Callback):
         self._syncs = self._steps = 0
         self._first: str | None = None
         self._in_step = False
-        self._previous = None
+        self._previous: _ShowWarning | None = None
 
     def count(self, message: str, filename: str = "", lineno: int = 0) -> None:
         """Record one warning (the hook torch's warnings go through); only sync warnings inside a step count."""
@@ -252,10 +270,19 @@ class HostSyncCounter(pl.Callback):
         self._previous = warnings.showwarning
         warnings.simplefilter("always", UserWarning)  # every occurrence, not once per call site
 
-        def showwarning(message, category, filename, lineno, file=None, line=None):
+        def showwarning(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
             self.count(str(message), filename, lineno)
             if self.MARKER not in str(message):
-                self._previous(message, category, filename, lineno, file, line)
+                previous = self._previous
+                assert previous is not None  # set until on_train_end puts it back as warnings.showwarning
+                previous(message, category, filename, lineno, file, line)
 
         warnings.showwarning = showwarning
 
@@ -464,8 +491,11 @@ class EmbeddingProjectionPlot(pl.Callback):
                 batch = datamodule.on_after_batch_transfer(batch, 0)
             return pl_module.on_after_batch_transfer(batch, 0)
 
-        embed = (
-            pl_module.features if hasattr(pl_module, "features") else lambda batch: pl_module.backbone(batch["images"])
+        # nn.Module's __getattr__ types submodules as "Tensor | Module": name what they are
+        embed: Callable[[dict], torch.Tensor] = (
+            cast("Callable[[dict], torch.Tensor]", pl_module.features)
+            if hasattr(pl_module, "features")
+            else lambda batch: cast("torch.nn.Module", pl_module.backbone)(batch["images"])
         )
         features, labels = extract_features(pl_module, loader, on_device, pl_module.device, self.max_samples, embed)
         title = f"{type(pl_module).__name__} features, epoch {trainer.current_epoch}, step {trainer.global_step}"

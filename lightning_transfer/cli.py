@@ -133,7 +133,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> TransferCLI:
 def _user_error(err: BaseException) -> BaseException | None:
     """The UserInputError (or argument error) behind ``err``: jsonargparse wraps errors raised
     while it instantiates classes, so walk the cause/context chain."""
-    seen = err
+    seen: BaseException | None = err
     while seen is not None:
         if isinstance(seen, UserInputError):
             return seen

@@ -26,8 +26,9 @@ import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -103,7 +104,7 @@ def status(message: str) -> None:
 
 
 def make_trainer(root: Path, quiet: bool, **settings: Any) -> pl.Trainer:
-    defaults = dict(
+    defaults: dict[str, Any] = dict(
         accelerator="cpu",
         devices=1,
         logger=CSVLogger(str(root), name=""),
@@ -122,14 +123,14 @@ def validation_metrics(trainer: pl.Trainer) -> dict[str, float]:
     return {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
 
 
-def over_draws(draws: int, run_one: Callable[[int], dict]) -> dict[str, float]:
+def over_draws(draws: int, run_one: Callable[[int], Mapping[str, float]]) -> dict[str, Any]:
     """Test metrics averaged over ``draws`` labeled subsets (``subset_seed`` 0..draws-1), each run
     seeded alike; ``test/acc_runs`` keeps the single accuracies."""
     runs = []
     for draw in range(draws):
         pl.seed_everything(draw, workers=True)
         runs.append(run_one(draw))
-    metrics = {key: mean(float(r[key]) for r in runs) for key in ("test/acc", "test/f1")}
+    metrics: dict[str, Any] = {key: mean(float(r[key]) for r in runs) for key in ("test/acc", "test/f1")}
     metrics["test/acc_runs"] = [round(float(r["test/acc"]), 4) for r in runs]
     return metrics
 
@@ -215,7 +216,7 @@ def finetune_mnist(
     quiet: bool,
     draw: int = 0,
     augment: dict = NO_AUGMENT,
-) -> dict:
+) -> Mapping[str, float]:
     """SimCLR: LP-FT (head on frozen features for half the steps, then everything with the encoder at
     half the LR); scratch: everything from the first step. AdamW, warmup + cosine, no early stopping."""
     batch = min(64, 10 * labels_per_class)
@@ -256,7 +257,7 @@ def finetune_mnist(
 # --------------------------------------------------------------------------------------------- text
 
 # The review splits every text stage shares: 500 validation and 1,000 test reviews, fixed by seed 0.
-REVIEW_SPLITS = {"source": "reviews_demo", "val_size": 500, "test_size": 1000, "seed": 0}
+REVIEW_SPLITS: dict[str, Any] = {"source": "reviews_demo", "val_size": 500, "test_size": 1000, "seed": 0}
 
 
 def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
@@ -321,7 +322,7 @@ def pretrain_bert(plan: Plan, out: Path, quiet: bool) -> Path:
 
 def finetune_reviews(
     pretrained: str, init: str, labels_per_class: int, plan: Plan, out: Path, quiet: bool, draw: int = 0
-) -> dict:
+) -> Mapping[str, float]:
     """One recipe for every initialization: full fine-tuning, AdamW at 1e-4 with 10% warmup then linear
     decay, mean pooling (MiniLM was trained as a mean-pooled sentence encoder; an MLM trained without
     NSP never trains the [CLS] state), no early stopping."""
@@ -399,9 +400,7 @@ def run_mnist(plan: Plan, out: Path, quiet: bool, results: list[dict], extras: d
             start = time.time()
             metrics = over_draws(
                 plan.mnist_draws,
-                lambda draw, init=init, labels=labels: finetune_mnist(
-                    checkpoint, init, labels, steps, out, quiet, draw
-                ),
+                partial(finetune_mnist, checkpoint, init, labels, steps, out, quiet),
             )
             record(results, "mnist", init, labels, metrics, time.time() - start)
     labels = 10 if 10 in plan.mnist_labels else plan.mnist_labels[0]
@@ -409,9 +408,7 @@ def run_mnist(plan: Plan, out: Path, quiet: bool, results: list[dict], extras: d
     for init in ("simclr", "scratch"):
         metrics = over_draws(
             plan.mnist_draws,
-            lambda draw, init=init: finetune_mnist(
-                checkpoint, init, labels, steps, out / "augmented", quiet, draw, LIGHT_AUGMENT
-            ),
+            partial(finetune_mnist, checkpoint, init, labels, steps, out / "augmented", quiet, augment=LIGHT_AUGMENT),
         )
         augmented[init] = {
             "test_accuracy": round(metrics["test/acc"], 4),
@@ -434,9 +431,7 @@ def run_reviews(plan: Plan, out: Path, quiet: bool, results: list[dict]) -> None
             start = time.time()
             metrics = over_draws(
                 plan.reviews_draws,
-                lambda draw, pretrained=pretrained, init=init, labels=labels: finetune_reviews(
-                    pretrained, init, labels, plan, out, quiet, draw
-                ),
+                partial(finetune_reviews, pretrained, init, labels, plan, out, quiet),
             )
             record(results, "reviews", init, labels, metrics, time.time() - start)
 

@@ -32,16 +32,16 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from lightning_transfer.errors import UserInputError
 
 DEMO_SOURCE = "reviews_demo"
 TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet")
-_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+_COMPRESSED: dict[str, Callable[..., Any]] = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _PATH_LIKE = re.compile(r"^(?:[./~]|[A-Za-z]:[\\/])")
 TxtDocuments = Literal["blank_line", "line", "file"]
 
@@ -361,7 +361,7 @@ class LabeledSplits:
     them): each split a dict with ``text``, ``text_pair`` (or None) and ``label`` lists.
     ``label_names`` is set when the source knows class names (demo, Hub ClassLabel)."""
 
-    splits: dict[str, dict[str, list]]
+    splits: dict[str, dict[str, list | None]]
     label_names: list[str] | None = None
 
 
@@ -391,11 +391,11 @@ def read_labeled(
         from lightning_transfer.data.sources import ReviewsDemo, load_reviews_demo
 
         demo = load_reviews_demo()
-        split = {"text": list(demo.texts), "text_pair": None, "label": list(demo.labels)}
-        return LabeledSplits({"train": split}, list(ReviewsDemo.LABEL_NAMES))
+        demo_split: dict[str, list | None] = {"text": list(demo.texts), "text_pair": None, "label": list(demo.labels)}
+        return LabeledSplits({"train": demo_split}, list(ReviewsDemo.LABEL_NAMES))
     if resolved.kind == "hub":
         label_names = None
-        splits = {}
+        splits: dict[str, dict[str, list | None]] = {}
         for name, dataset in _load_hub(resolved).items():
             canonical = _canonical_split(name)
             if canonical is None:
@@ -412,13 +412,14 @@ def read_labeled(
     by_split: dict[str, list[Path]] = {}
     named = {p: _canonical_split(p.name.split(".")[0]) for p in resolved.files}
     if len(resolved.files) > 1 and all(named.values()) and "train" in named.values():
-        for path, split in named.items():
-            by_split.setdefault(split, []).append(path)
+        for path, canonical_name in named.items():
+            assert canonical_name is not None  # all(named.values()) above
+            by_split.setdefault(canonical_name, []).append(path)
     else:
         by_split["train"] = list(resolved.files)
     splits = {}
     for split, paths in by_split.items():
-        parts = {"text": [], "text_pair": [] if text_pair_column else None, "label": []}
+        parts: dict[str, list | None] = {"text": [], "text_pair": [] if text_pair_column else None, "label": []}
         for path in paths:
             if _base_suffix(path) not in TABLE_SUFFIXES:
                 raise UserInputError(
@@ -430,7 +431,9 @@ def read_labeled(
             part = _frame_to_split(frame, text_column, text_pair_column, label_column)
             for key, values in parts.items():
                 if values is not None:
-                    values.extend(part[key])
+                    new_values = part[key]
+                    assert new_values is not None  # both sides have text_pair exactly when text_pair_column is set
+                    values.extend(new_values)
         if not parts["text"]:
             raise UserInputError(f"{', '.join(map(str, paths))}: no rows with text in column {text_column!r}")
         splits[split] = parts
@@ -444,7 +447,7 @@ def _canonical_split(name: str) -> str | None:
     return None
 
 
-def _frame_to_split(frame, text_column: str, text_pair_column: str | None, label_column: str) -> dict[str, list]:
+def _frame_to_split(frame, text_column: str, text_pair_column: str | None, label_column: str) -> dict[str, list | None]:
     keep = frame[text_column].notna()
     if text_pair_column:
         keep &= frame[text_pair_column].notna()

@@ -12,14 +12,18 @@ processes, and tokenize without the tokenizer's own truncation or padding unless
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lightning_transfer.data.corpus import split_sentences
 from lightning_transfer.errors import UserInputError
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
-def _plain_tokenizer(tokenizer_json: str):
+
+def _plain_tokenizer(tokenizer_json: str) -> Tokenizer:
     """A copy of the tokenizer without truncation or padding."""
     from tokenizers import Tokenizer
 
@@ -35,7 +39,7 @@ class _TokenizeDocuments:
 
     def __init__(self, tokenizer_json: str, word_starts: bool):
         self.tokenizer_json, self.word_starts = tokenizer_json, word_starts
-        self._tokenizer = None
+        self._tokenizer: Tokenizer | None = None
 
     def __getstate__(self) -> dict:
         return {"tokenizer_json": self.tokenizer_json, "word_starts": self.word_starts, "_tokenizer": None}
@@ -144,7 +148,7 @@ class EncodeClassification:
 
     def __init__(self, tokenizer_json: str, max_length: int, has_pair: bool):
         self.tokenizer_json, self.max_length, self.has_pair = tokenizer_json, max_length, has_pair
-        self._tokenizer = None
+        self._tokenizer: Tokenizer | None = None
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_tokenizer": None}

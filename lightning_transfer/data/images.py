@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -165,11 +165,11 @@ class HFImageDataset(Dataset):
 
 def collate_images(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack uint8 images and labels, dropping unreadable (``None``) samples."""
-    samples = [s for s in samples if s is not None]
-    if not samples:
+    readable = [s for s in samples if s is not None]
+    if not readable:
         raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
-    images = torch.stack([s[0] for s in samples])
-    labels = torch.tensor([s[1] for s in samples], dtype=torch.long)
+    images = torch.stack([s[0] for s in readable])
+    labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
     return images, labels
 
 
@@ -227,7 +227,7 @@ class BatchTransform:
 
     def apply(self, images: torch.Tensor, labels: torch.Tensor, seed: int | None = None) -> dict[str, Any]:
         """The model's input dict; ``seed``: the batch's seed (see the class docstring)."""
-        transform = self.transform
+        transform: Callable[[torch.Tensor], torch.Tensor] = self.transform
         if seed is not None:
             transform = partial(self.transform, generator=torch.Generator().manual_seed(int(seed)))
         if self.views == 2:
@@ -301,7 +301,9 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         norm = NORMALIZATION.get(source, IMAGENET_NORMALIZATION if self.num_channels == 3 else ((0.5,), (0.5,)))
         self.mean = tuple(mean) if mean is not None else norm[0]
         self.std = tuple(std) if std is not None else norm[1]
-        self.train_set = self.val_set = self.test_set = None
+        self.train_set: Subset | None = None
+        self.val_set: Subset | None = None
+        self.test_set: Dataset | None = None  # a Subset of the pool, or the source's own test split
         self.num_classes: int | None = None
         self.class_names: list[str] = []
 
@@ -479,9 +481,11 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "call setup() first"
         return self._loader(self.val_set, self._transform("eval"), False, self._eval_batch_size, False)
 
     def test_dataloader(self) -> DataLoader:
+        assert self.test_set is not None, "call setup() first"
         return self._loader(self.test_set, self._transform("eval"), False, self._eval_batch_size, False)
 
     def predict_dataloader(self) -> DataLoader:
@@ -490,6 +494,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     def eval_train_dataloader(self) -> DataLoader:
         """The training images without augmentation (eval transform, fixed order): for frozen-feature
         evaluation such as the linear evaluation protocol."""
+        assert self.train_set is not None, "call setup() first"
         return self._loader(self.train_set, self._transform("eval"), False, self._eval_batch_size, False)
 
     def bank_dataloader(self) -> DataLoader | None:
@@ -499,10 +504,9 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         if not len(labeled) or self.hparams.knn_bank_size <= 0:
             return None
         order = torch.randperm(len(labeled), generator=torch.Generator().manual_seed(self.hparams.seed))
-        labeled = labeled[order[: self.hparams.knn_bank_size]].sort().values.tolist()  # a seeded random sample
-        return self._loader(
-            Subset(self.train_set, labeled), self._transform("eval"), False, self._eval_batch_size, False
-        )
+        bank = labeled[order[: self.hparams.knn_bank_size]].sort().values.tolist()  # a seeded random sample
+        assert self.train_set is not None  # _train_labels above exists only after setup()
+        return self._loader(Subset(self.train_set, bank), self._transform("eval"), False, self._eval_batch_size, False)
 
     @property
     def _eval_batch_size(self) -> int:

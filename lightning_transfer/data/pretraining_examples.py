@@ -48,6 +48,7 @@ def _word_ids(parts: Sequence[tuple[list[int] | None, Sequence[int] | None]]) ->
         if tokens is None:
             out.append(-1)
             continue
+        assert starts is not None  # a run of tokens always comes with its word-start flags
         for k, start in enumerate(starts):
             if start or k == 0:
                 word += 1
@@ -165,6 +166,7 @@ def create_nsp_examples(
                 columns["next_sentence_label"].append(is_random_next)
                 columns["length"].append(len(ids))
                 if word_starts is not None:
+                    assert starts_a is not None and starts_b is not None  # gather gives starts with word_starts
                     starts_a, starts_b = starts_a[fa : len(starts_a) - ba], starts_b[fb : len(starts_b) - bb]
                     columns["word_ids"].append(
                         _word_ids(

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import Callback
@@ -61,7 +61,8 @@ class ResumableDataLoader(DataLoader):
     the module docstring). Any ``generator`` passed in is reseeded at the start of every epoch."""
 
     def __init__(self, dataset, *args: Any, seed: int = 0, generator: torch.Generator | None = None, **kwargs: Any):
-        super().__init__(dataset, *args, generator=generator if generator is not None else torch.Generator(), **kwargs)
+        kwargs["generator"] = generator if generator is not None else torch.Generator()
+        super().__init__(dataset, *args, **kwargs)
         self.seed = seed
         self._epoch = -1  # the epoch of the current (or last) pass
         self._consumed = 0  # batches handed out in that pass
@@ -83,7 +84,7 @@ class ResumableDataLoader(DataLoader):
         per_rank, rank = state.get("rng_per_rank") or [], distributed.rank()
         self._resume_rng = (per_rank[rank] if rank < len(per_rank) and per_rank[rank] else state.get("rng")) or None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # torch says _BaseDataLoaderIter; any iterator serves
         return self._pass()
 
     def _pass(self) -> Iterator[Any]:
@@ -160,7 +161,8 @@ def _rng_state() -> dict[str, Any]:
 
     import numpy as np
 
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # legacy=True (the default) gives the tuple; numpy's stub returns the dict form too
+    kind, keys, pos, has_gauss, gauss = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     state = {
         "torch": torch.get_rng_state(),
         "python": list(random.getstate()[1]),

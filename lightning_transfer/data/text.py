@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 import random
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -67,6 +69,9 @@ from lightning_transfer.data.text_cache import (
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.hparams import AttributeHparams
 
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
 RENAMED_VOCAB_SIZE = (
     "TextPretrainDataModule's vocab_size is now tokenizer_vocab_size (the size of the WordPiece tokenizer to "
     "train; the model's vocab_size follows the tokenizer): rename data.init_args.vocab_size to "
@@ -107,6 +112,11 @@ def _load_tokenizer_path(path: str):
 
 class _LoaderMixin(AttributeHparams):
     """DataLoader construction and tokenizer facts shared by the text DataModules."""
+
+    if TYPE_CHECKING:  # every DataModule using the mixin defines it
+
+        @property
+        def tokenizer(self) -> Tokenizer: ...
 
     @property
     def vocab_size(self) -> int:
@@ -251,6 +261,7 @@ class TextPretrainDataModule(_LoaderMixin, pl.LightningDataModule):
         if self._source is None:
             self._source = resolve_source(hp.source, hp.hub_config)
             self._fingerprint = source_fingerprint(self._source, hp.text_column, hp.txt_documents, hp.hub_split)
+        assert self._fingerprint is not None  # set together with _source
         return self._source, self._fingerprint
 
     def _read_documents(self) -> list[str]:
@@ -481,6 +492,7 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         """Number of classes (reads the labels on first use)."""
         if self.label_names is None:
             self.setup()
+        assert self.label_names is not None  # setup() sets it
         return len(self.label_names)
 
     def _split_sizes(self) -> tuple[int | float, int | float]:
@@ -498,7 +510,7 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         raw: LabeledSplits = read_labeled(
             hp.source, hp.text_column, hp.text_pair_column, hp.label_column, hub_config=hp.hub_config
         )
-        splits = dict(raw.splits)
+        splits: dict[str, dict[str, Any]] = dict(raw.splits)  # a split's "label" is always a list
         for name in ("validation", "test"):
             labels = splits.get(name, {}).get("label")
             if labels and all(isinstance(v, (int, np.integer)) and v < 0 for v in labels):
@@ -548,6 +560,7 @@ class TextClassificationDataModule(_LoaderMixin, pl.LightningDataModule):
         indices["train"] = train_index
         datasets_ = {}
         for name in ("train", "validation", "test"):
+            rows: Sequence[int]
             if name in indices:
                 rows = indices[name]
                 source_split, labels = pool, [pool_ids[i] for i in rows]

@@ -14,9 +14,13 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning_transfer.data.pretraining_examples import empty_columns, example_features
 from lightning_transfer.data.resumable import mix_seed
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 CACHE_VERSION = "text-pretrain-v1"  # change it when the examples built from the same inputs change
 EXAMPLES_MARKER = "dataset_dict.json"  # written last by datasets.DatasetDict.save_to_disk
@@ -47,7 +51,7 @@ def write_atomically(write: Callable[[Path], object], path: Path, complete: str)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_tokenizer(directory: Path, train: Callable[[], object]):
+def cached_tokenizer(directory: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
     """The tokenizer saved in ``directory``; when there is none, ``train()`` one and save it there
     first (atomically). Always read back from disk, so concurrent runs all use the winner's file."""
     from lightning_transfer.data.tokenizer import load_tokenizer, save_tokenizer

@@ -18,6 +18,7 @@ import itertools
 import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from tokenizers import (
@@ -114,6 +115,7 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
         require(
             found is not None, f"{path} holds neither tokenizer.json nor vocab.txt; pass a BERT tokenizer directory"
         )
+        assert found is not None  # require() above raised otherwise
         path = found
     if path.suffix == ".json":
         try:
@@ -188,7 +190,7 @@ def special_token_ids(tokenizer: Tokenizer) -> dict[str, int]:
         f"the tokenizer has no {', '.join(missing)} token; use a BERT WordPiece tokenizer "
         "(train_wordpiece or a BERT vocab.txt)",
     )
-    return ids
+    return cast("dict[str, int]", ids)  # require() above rejected every None
 
 
 def check_vocab_size(tokenizer: Tokenizer, vocab_size: int) -> None:

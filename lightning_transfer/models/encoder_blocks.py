@@ -8,6 +8,7 @@ Partial freezing, gradual unfreezing and layer-wise LR decay
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from torch import nn
 
@@ -47,10 +48,10 @@ def encoder_blocks(encoder: nn.Module) -> EncoderBlocks:
         layers[-1] = nn.ModuleList([layers[-1], encoder.pooler])
         return EncoderBlocks(encoder.embeddings, layers)
     if all(hasattr(encoder, name) for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")):
-        return EncoderBlocks(
-            nn.ModuleList([encoder.conv1, encoder.bn1]),
-            [encoder.layer1, encoder.layer2, encoder.layer3, encoder.layer4],
+        conv1, bn1, *res_layers = (
+            cast(nn.Module, getattr(encoder, name)) for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
         )
+        return EncoderBlocks(nn.ModuleList([conv1, bn1]), res_layers)
     if isinstance(encoder, ConvNet):
         stages: list[nn.Module] = []
         current: list[nn.Module] = []

@@ -8,6 +8,7 @@ small ``convnet`` for quick CPU runs) or any ``nn.Module`` into an encoder that 
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import torch
 from torch import nn
@@ -22,14 +23,15 @@ def _set_input_stem(net: nn.Module, in_channels: int, small_images: bool) -> Non
     """Replace the ResNet stem: ``small_images`` swaps the 7x7/2 conv + max-pool for a 3x3/1 conv
     and no pool (SimCLR's CIFAR variant); ``in_channels != 3`` rebuilds the first conv, keeping
     pretrained filters by averaging over their RGB inputs."""
-    old = net.conv1
+    old = cast(nn.Conv2d, net.conv1)  # torchvision ResNets: conv1 is an nn.Conv2d
     if small_images:
         net.conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
         net.maxpool = nn.Identity()
     elif in_channels != old.in_channels:
-        net.conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        conv1 = nn.Conv2d(in_channels, old.out_channels, kernel_size=7, stride=2, padding=3, bias=False)
+        net.conv1 = conv1
         with torch.no_grad():
-            net.conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
+            conv1.weight.copy_(old.weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1))
 
 
 def _torchvision_resnet(name: str, in_channels: int, small_images: bool, weights: str | None) -> tuple[nn.Module, int]:

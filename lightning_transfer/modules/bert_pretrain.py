@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_transfer.data.masking import IGNORE_INDEX
@@ -38,6 +38,9 @@ from lightning_transfer.models.encoder_config import BERT_FIELDS
 from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
 from lightning_transfer.modules.base import OptimizedModule
 from lightning_transfer.optim import split_decay_groups
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 REQUIRED_KEYS = ("input_ids", "labels")
 
@@ -148,12 +151,14 @@ class BertPretrainModule(OptimizedModule):
         )  # logged resolved, beside the DataModule's: _log_resolved_hyperparameters
         self.validate_optimization_settings()
         self.model: BertForPretraining | None = None
-        self._tokenizer = None  # tokenizers.Tokenizer, loaded on first use
+        self._tokenizer: Tokenizer | None = None  # loaded on first use
         self._pretrained_dir = resolve_path(pretrained, what="pretrained") if pretrained is not None else None
         if self._pretrained_dir is not None:
             self._adopt_pretrained_config(self._pretrained_dir)
         elif vocab_size is None and tokenizer is not None:
-            self.hparams.vocab_size = self.tokenizer.get_vocab_size(with_added_tokens=True)
+            own = self.tokenizer
+            assert own is not None  # loaded from the tokenizer argument
+            self.hparams.vocab_size = own.get_vocab_size(with_added_tokens=True)
         self.bert_config(placeholder_vocab=True)  # bad sizes fail here, not after the data is ready
         self.train_metrics, self.val_metrics = self._stage_metrics(), self._stage_metrics()
         if self.hparams.vocab_size is not None:
@@ -233,10 +238,11 @@ class BertPretrainModule(OptimizedModule):
             "the model is not built yet: vocab_size is unknown until setup() "
             "(or pass vocab_size / tokenizer / pretrained)",
         )
+        assert self.model is not None  # require() above
         return self.model.bert
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> Tokenizer | None:
         """The ``tokenizers.Tokenizer`` of this model, or None when unknown: the ``tokenizer`` argument,
         else the ``pretrained`` directory's, else the DataModule's (after :meth:`setup`) or the one a
         checkpoint stored."""
@@ -359,6 +365,7 @@ class BertPretrainModule(OptimizedModule):
         )
         labels = batch["labels"]
         hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        assert self.model is not None  # self.encoder above requires it
         selected = labels != IGNORE_INDEX  # B x L
         mlm_logits = self.model.mlm_logits(hidden, selected).float()  # N x V
         mlm_labels = labels[selected]  # N
@@ -411,6 +418,7 @@ class BertPretrainModule(OptimizedModule):
         for name in ("mlm_loss", "mlm_ppl", "mlm_acc"):
             self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True, prog_bar=name == "mlm_loss")
         if out.nsp_loss is not None:
+            assert out.nsp_labels is not None and out.nsp_logits is not None  # set together with nsp_loss
             metrics["nsp_loss"].update(out.nsp_loss.detach(), out.nsp_labels.numel())
             metrics["nsp_acc"].update(out.nsp_logits.detach(), out.nsp_labels)
             for name in ("nsp_loss", "nsp_acc"):
@@ -421,13 +429,13 @@ class BertPretrainModule(OptimizedModule):
         # states into inference tensors; fit's validation (no_grad, not inference mode) could then not
         # update them in place. Resetting here, outside inference mode, gives ordinary tensors again.
         for metric in (*self.train_metrics.values(), *self.val_metrics.values()):
-            metric.reset()
+            cast(Metric, metric).reset()
 
     def on_validation_epoch_end(self) -> None:
         metrics = self.val_metrics
-        loss = metrics["mlm_loss"].compute()  # synchronized over processes; cached for Lightning's log
+        loss = cast(Metric, metrics["mlm_loss"]).compute()  # synchronized over processes; cached for Lightning's log
         if self.hparams.nsp:
-            loss = loss + self.hparams.nsp_weight * metrics["nsp_loss"].compute()
+            loss = loss + self.hparams.nsp_weight * cast(Metric, metrics["nsp_loss"]).compute()
         self.log("val/loss", loss, prog_bar=True)
 
     # ---------------------------------------------------------------- checkpoints and export
@@ -451,6 +459,7 @@ class BertPretrainModule(OptimizedModule):
         ``BertForPreTraining`` load it) and, when the tokenizer is known, ``tokenizer.json``,
         ``vocab.txt`` and ``tokenizer_config.json`` (``AutoTokenizer`` loads them). Returns the directory."""
         require(self.model is not None, "the model is not built yet (vocab_size unknown); train it or pass vocab_size")
+        assert self.model is not None  # require() above
         directory = self.model.save_pretrained(directory)
         if self.tokenizer is not None:
             from lightning_transfer.data.tokenizer import save_tokenizer

@@ -34,7 +34,7 @@ single sentences or sentence pairs alike).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
 from lightning_transfer.errors import UserInputError, require
-from lightning_transfer.models.bert import init_bert_weights
+from lightning_transfer.models.bert import BertModel, init_bert_weights
 from lightning_transfer.models.encoder_blocks import encoder_blocks
 from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
 from lightning_transfer.models.loading import INITS, load_encoder, pretrained_tokenizer
@@ -172,7 +172,11 @@ class FineTuneModule(OptimizedModule):
             )
         self._partial_frozen = (blocks.stem is not None) + freeze_layers
         uses_pooler = self.modality == "text" and pooling == "pooler"
-        self._unused = list(self.encoder.pooler.parameters()) if self.modality == "text" and not uses_pooler else []
+        self._unused = (
+            list(cast(BertModel, self.encoder).pooler.parameters())
+            if self.modality == "text" and not uses_pooler
+            else []
+        )
 
         self.dropout = nn.Dropout(self.hparams.head_dropout)
         self.classifier: nn.Linear | None = None
@@ -187,7 +191,7 @@ class FineTuneModule(OptimizedModule):
     def _build_head(self, num_classes: int) -> None:
         self.classifier = nn.Linear(self.feature_dim, num_classes)
         if self.modality == "text":
-            init_bert_weights(self.classifier, self.encoder.config.initializer_range)
+            init_bert_weights(self.classifier, cast(BertModel, self.encoder).config.initializer_range)
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -209,6 +213,7 @@ class FineTuneModule(OptimizedModule):
             require(
                 bool(classes), "num_classes is unknown: set model.num_classes, or use a DataModule with num_classes"
             )
+            assert classes is not None  # require() above
             self.hparams.num_classes = classes  # saved with the checkpoint, so loading rebuilds the head
             self._build_head(classes)
         elif classes and classes != self.hparams.num_classes:
@@ -340,6 +345,7 @@ class FineTuneModule(OptimizedModule):
         Groups are named ``head`` / ``encoder.<block index from the bottom>``, plus ``.no_decay``."""
         hp = self.hparams
         require(self.classifier is not None, "num_classes is unknown: set model.num_classes, or fit with a DataModule")
+        assert self.classifier is not None  # require() above
         groups = split_decay_groups(
             self.classifier.named_parameters(), hp.weight_decay, name="head", keep_frozen=True, lr=hp.lr
         )
@@ -375,13 +381,14 @@ class FineTuneModule(OptimizedModule):
         if self.hparams.pooling == "cls":
             return hidden[:, 0]
         if self.hparams.pooling == "pooler":
-            return self.encoder.pooled(hidden)
+            return cast(BertModel, self.encoder).pooled(hidden)
         weights = torch.ones_like(batch["input_ids"]) if mask is None else mask
         weights = weights.to(hidden.dtype).unsqueeze(-1)  # B x L x 1
         return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Class logits ``B x num_classes``."""
+        assert self.classifier is not None, "num_classes is unknown: the head is built at construction or in setup()"
         return self.classifier(self.dropout(self.features(batch)))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -419,7 +426,7 @@ class FineTuneModule(OptimizedModule):
             plot_confusion_matrix(
                 self.test_confusion_matrix,
                 folder / "confusion_matrix.png",
-                class_names=class_names_of(self.trainer.datamodule, self.hparams.num_classes),
+                class_names=class_names_of(getattr(self.trainer, "datamodule", None), self.hparams.num_classes),
             )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, torch.Tensor]:

@@ -105,7 +105,7 @@ class SimCLRModule(OptimizedModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)  # any DataModule (duck-typed)
         channels = getattr(datamodule, "num_channels", None)
         if channels is not None and channels != self.hparams.in_channels and not self._custom_backbone:
             raise UserInputError(
@@ -161,6 +161,7 @@ class SimCLRModule(OptimizedModule):
     def _probe_loss(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # Logged on every process and step, labels or not: the epoch-end sync of the metric is a
         # collective, and a process that never logged it would leave the others waiting (DDP hang).
+        assert self.probe is not None  # training_step calls this only with a probe
         self.log("train/probe_acc", self.train_probe_acc, on_step=False, on_epoch=True)
         labeled = labels >= 0
         if not labeled.any():
@@ -177,7 +178,7 @@ class SimCLRModule(OptimizedModule):
     def _compute_bank(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Features and labels of clean training images for the kNN monitor, each process
         encoding its share, then gathered."""
-        datamodule = getattr(self.trainer, "datamodule", None)
+        datamodule: Any = getattr(self.trainer, "datamodule", None)  # any DataModule (duck-typed)
         if self.probe is None or self.hparams.knn_k <= 0 or not hasattr(datamodule, "bank_dataloader"):
             return None
         loader = datamodule.bank_dataloader()
@@ -247,4 +248,6 @@ class SimCLRModule(OptimizedModule):
                 "export_encoder needs a named backbone: a custom module cannot be rebuilt from a file; "
                 "save self.backbone.state_dict() and rebuild your module yourself"
             )
-        return save_encoder(path, self.backbone, self.encoder_config(), kind="simclr")
+        config = self.encoder_config()
+        assert config is not None  # a named backbone always has a config
+        return save_encoder(path, self.backbone, config, kind="simclr")
