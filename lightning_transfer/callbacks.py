@@ -20,22 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning_transfer.errors import UserInputError
 
 if TYPE_CHECKING:
-    from typing import Protocol
-
     import torch
-
-    class _ShowWarning(Protocol):
-        """The signature of ``warnings.showwarning``."""
-
-        def __call__(
-            self,
-            message: Warning | str,
-            category: type[Warning],
-            filename: str,
-            lineno: int,
-            file: TextIO | None = None,
-            line: str | None = None,
-        ) -> None: ...
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -250,7 +235,7 @@ class HostSyncCounter(pl.Callback):
         self._syncs = self._steps = 0
         self._first: str | None = None
         self._in_step = False
-        self._previous: _ShowWarning | None = None
+        self._previous: Callable[..., None] | None = None  # warnings.showwarning before ours
 
     def count(self, message: str, filename: str = "", lineno: int = 0) -> None:
         """Record one warning (the hook torch's warnings go through); only sync warnings inside a step count."""

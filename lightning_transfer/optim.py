@@ -236,16 +236,9 @@ def build_optimizer(
         return LARS(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "sgd":
         return torch.optim.SGD(param_groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(
-            param_groups,
-            lr=lr,
-            betas=betas,
-            weight_decay=weight_decay,
-            **adam_implementation(param_groups, allow_fused),
-        )
-    if name == "adam":
-        return torch.optim.Adam(
+    if name in ("adamw", "adam"):
+        adam = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return adam(
             param_groups,
             lr=lr,
             betas=betas,
