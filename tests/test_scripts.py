@@ -62,7 +62,7 @@ def run_script(repo: Path, script: str, venv: Path, *args: str) -> subprocess.Co
 
 
 @pytest.mark.parametrize("script, args, expected", [
-    ("test.sh", ["-k", "nothing"], ["-m", "pytest", "-n", "7", "--dist", "load", "--maxschedchunk", "1", "-k", "nothing"]),
+    ("test.sh", ["-k", "nothing"], ["-m", "pytest", "-n", "5", "--dist", "load", "--maxschedchunk", "1", "-k", "nothing"]),
     ("demo.sh", ["--quick"], ["-m", "lightning_transfer.demo", "--quick"]),
 ])
 def test_script_runs_the_python_of_the_venv_that_VENV_names(checkout, tmp_path, script, args, expected):
