@@ -11,7 +11,7 @@ DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and
 ``--ckpt_path``; the DDP fit of ``configs/simclr/stl10.yaml`` starts through ``scripts/torchrun.sh``
 (torchrun's processes, which Lightning joins, as on a cluster without SLURM) instead of Lightning's own
 launcher; the one-process fit of ``configs/simclr/mnist.yaml`` writes into the recipe's own
-``default_root_dir``, and a separate test fits that recipe at its own model and batch size under DDP bf16.
+``default_root_dir``, and its DDP bf16 fit runs at the recipe's own model and batch size.
 Every process must exit 0 and leave the promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
 validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
 ``torch.load(weights_only=True)``.
@@ -239,12 +239,15 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
         for leg in LEGS:
             own_root = (config, leg) == OWN_ROOT
             root = recipe_root(config, tmp_path) if own_root else tmp_path / Path(config).stem / leg
-            args = fit_args(config, leg, None if own_root else root, values)
+            at_size = (config, leg) == AT_RECIPE_SIZE
+            args = fit_args(config, leg, None if own_root else root, values, RECIPE_SIZE_OVERRIDES if at_size else None)
             killed = (config, leg) == KILLED_AND_RESUMED
             if killed:
                 kill_mid_epoch_and_resume(args, root, tmp_path)
             elif (config, leg) == TORCHRUN:
                 launch_with_torchrun(config, args, tmp_path)
+            elif at_size:
+                launch_at_recipe_size(args, tmp_path)
             else:
                 launch(args, cwd=tmp_path)
             best = check_fit(root, config, resumed=killed)
@@ -263,20 +266,18 @@ DDP_PREDICT = "configs/finetune/mnist_from_simclr.yaml"  # its predict runs on t
 TORCHRUN = ("configs/simclr/stl10.yaml", "ddp_bf16")  # this DDP fit starts as on a cluster without SLURM
 
 
-AT_RECIPE_SIZE = ["--data.init_args.knn_bank_size", "512", "--trainer.limit_val_batches", "1"]  # shrinks monitors only
+AT_RECIPE_SIZE = ("configs/simclr/mnist.yaml", "ddp_bf16")  # this DDP fit runs at the recipe's own model and batch
+RECIPE_SIZE_OVERRIDES = ["--data.init_args.knn_bank_size", "512", "--trainer.limit_val_batches", "1"]  # monitors only
 
 
-def test_the_simclr_mnist_recipe_at_its_own_size_under_ddp_bf16(tmp_path):
+def launch_at_recipe_size(args: list[str], cwd: Path) -> None:
     """The recipe's own model and batch (512 views per process), two steps, as its user launches it on
     this machine: no opt-in to emulated bf16. On a CPU without native bf16 kernels the modules train in
     32-true and say so (lightning_transfer.precision); emulated, a bf16 step of this CNN took 46 s against
     2.7 s in fp32, and a user's job was killed by its launcher's timeout."""
-    root = tmp_path / "run"
-    args = fit_args("configs/simclr/mnist.yaml", "ddp_bf16", root, {}, overrides=AT_RECIPE_SIZE)
     env = {key: value for key, value in ENV.items() if key not in (KEEP_ENV, "PYTHONWARNINGS")}
-    result = launch(args, cwd=tmp_path, timeout=150, env=env)
+    result = launch(args, cwd=cwd, env=env)
     assert ("training in 32-true" in result.stderr) == cpu_emulates_bf16(), result.stderr[-3000:]
-    check_fit(root, "configs/simclr/mnist.yaml")
 
 
 def launch_with_torchrun(config: str, args: list[str], cwd: Path) -> None:
