@@ -4,7 +4,7 @@
 # launch, so five workers keep both cores of a 2-core machine busy; `--dist load --maxschedchunk 1` starts
 # each worker on two tests, one of the longest among them (tests/conftest.py orders them), then hands out
 # one test at a time as workers free up);
-# 7 workers were slower (716 s against 669 s, 2026-11-29). PYTEST_WORKERS=0 runs them in one.
+# 7 workers were slower (716 s against 640-669 s, 2026-11-29). PYTEST_WORKERS=0 runs them in one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}  # the same variable scripts/setup.sh reads
