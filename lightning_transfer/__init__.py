@@ -17,8 +17,8 @@ _EXPORTS = {
     "BertPretrainModule": "lightning_transfer.modules.bert_pretrain",
     "FineTuneModule": "lightning_transfer.modules.finetune",
     "ImageDataModule": "lightning_transfer.data.images",
-    "TextPretrainDataModule": "lightning_transfer.data.text",
-    "TextClassificationDataModule": "lightning_transfer.data.text",
+    "TextPretrainDataModule": "lightning_transfer.data.text_pretraining",
+    "TextClassificationDataModule": "lightning_transfer.data.text_classification",
 }
 __all__ = list(_EXPORTS)
 

@@ -1,8 +1,8 @@
 """Our BERT encoder (Devlin et al. 2018) in plain torch, with Hugging Face-compatible weights.
 
-Reading order, top to bottom, one block per screen:
+Reading order, top to bottom, one block per screen (the sizes, :class:`BertConfig`, are in
+:mod:`~lightning_transfer.models.bert_config`):
 
-- :class:`BertConfig`: the Hugging Face field names and BERT-base defaults.
 - :class:`BertEmbeddings`: word + position + token type, then LayerNorm and dropout.
 - :class:`BertSelfAttention` / :class:`BertLayer`: post-LN transformer layer,
   ``h = LN(x + Attn(x))``, ``out = LN(h + W2 act(W1 h))``.
@@ -10,7 +10,7 @@ Reading order, top to bottom, one block per screen:
 - :class:`BertForPretraining`: ``BertModel`` + masked-LM head (decoder tied to the word embeddings)
   + next-sentence head. The vocabulary projection can run at the masked positions only.
 - ``from_pretrained`` / ``save_pretrained``: local Hugging Face directories (config.json plus
-  model.safetensors or pytorch_model.bin).
+  model.safetensors or pytorch_model.bin), read and written by :mod:`~lightning_transfer.models.hf_bert_io`.
 
 Submodules carry Hugging Face's names (``encoder.layer.0.attention.self.query``, ``...output.LayerNorm``,
 ``pooler.dense``, ``cls.predictions.transform.dense``), so loading a checkpoint is a plain
@@ -19,127 +19,22 @@ Submodules carry Hugging Face's names (``encoder.layer.0.attention.self.query``,
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import pickle
-import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 from torch import nn
 
-from lightning_transfer.errors import UserInputError, require
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact: x * Phi(x) with the erf, as in the original BERT
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
-WEIGHTS_NAME = "model.safetensors"
-LEGACY_WEIGHTS_NAME = "pytorch_model.bin"
-
-
-# ----------------------------------------------------------------------------------------------------
-# Configuration
-
-
-@dataclass
-class BertConfig:
-    """BERT sizes with Hugging Face's field names; the defaults are BERT-base (110M parameters).
-
-    Raises :class:`UserInputError` when ``hidden_size`` is not divisible by ``num_attention_heads``,
-    a size is not positive, a dropout is outside ``[0, 1)``, ``pad_token_id`` is outside the vocabulary
-    or ``hidden_act`` is not one of :data:`ACTIVATIONS`.
-    """
-
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    pad_token_id: int = 0
-    hidden_act: str = "gelu"
-    initializer_range: float = 0.02
-
-    def __post_init__(self) -> None:
-        for name in (
-            "vocab_size",
-            "hidden_size",
-            "num_hidden_layers",
-            "num_attention_heads",
-            "intermediate_size",
-            "max_position_embeddings",
-            "type_vocab_size",
-        ):
-            value = getattr(self, name)
-            require(
-                isinstance(value, int) and value > 0, f"BertConfig.{name} must be a positive integer, got {value!r}"
-            )
-        require(
-            self.hidden_size % self.num_attention_heads == 0,
-            f"BertConfig.hidden_size={self.hidden_size} is not divisible by num_attention_heads="
-            f"{self.num_attention_heads}; choose sizes with hidden_size % num_attention_heads == 0",
-        )
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
-            value = getattr(self, name)
-            require(0.0 <= value < 1.0, f"BertConfig.{name} must be in [0, 1), got {value!r}")
-        require(
-            0 <= self.pad_token_id < self.vocab_size,
-            f"BertConfig.pad_token_id={self.pad_token_id} is outside the vocabulary of {self.vocab_size} tokens",
-        )
-        require(
-            self.hidden_act in ACTIVATIONS,
-            f"BertConfig.hidden_act={self.hidden_act!r} is not supported; use one of {sorted(ACTIVATIONS)}",
-        )
-
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> BertConfig:
-        """Build from a Hugging Face ``config.json`` dict: unknown keys and ``null`` values are ignored.
-
-        A ``model_type`` other than ``bert`` or a ``position_embedding_type`` other than ``absolute``
-        raises :class:`UserInputError` (this encoder implements neither)."""
-        model_type = values.get("model_type", "bert")
-        require(
-            model_type == "bert",
-            f"config has model_type={model_type!r}, not 'bert'; this loader reads BERT checkpoints only",
-        )
-        position_type = values.get("position_embedding_type") or "absolute"
-        require(
-            position_type == "absolute",
-            f"config has position_embedding_type={position_type!r}; only 'absolute' positions are implemented",
-        )
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in values.items() if key in names and value is not None})
-
-    @classmethod
-    def from_json_file(cls, path: str | Path) -> BertConfig:
-        path = Path(path)
-        require(path.is_file(), f"config file {path} does not exist; pass a Hugging Face BERT config.json")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise UserInputError(f"{path} is not valid JSON ({err}); pass a Hugging Face BERT config.json") from None
-        require(isinstance(values, dict), f"{path} does not hold a JSON object; pass a Hugging Face BERT config.json")
-        return cls.from_dict(values)
-
+from lightning_transfer.errors import require
+from lightning_transfer.models.bert_config import ACTIVATIONS, BertConfig
+from lightning_transfer.models.hf_bert_io import (
+    bert_for_pretraining_state,
+    bert_model_state,
+    load_weights,
+    read_hf_checkpoint,
+    strip_bert_prefix,
+    write_hf_checkpoint,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Building blocks
@@ -368,8 +263,7 @@ class BertModel(nn.Module):
         Anything that is not a BERT checkpoint raises :class:`UserInputError`."""
         config, state = read_hf_checkpoint(directory)
         model = cls(config)
-        encoder_state = {key: value for key, value in strip_bert_prefix(state).items() if not key.startswith("cls.")}
-        load_weights(model, encoder_state, directory, optional_prefixes=("pooler.",))
+        load_weights(model, bert_model_state(state), directory, optional_prefixes=("pooler.",))
         return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -481,122 +375,13 @@ class BertForPretraining(nn.Module):
         copy is ignored."""
         config, state = read_hf_checkpoint(directory)
         model = cls(config)
-        state = {
-            key if key.startswith("cls.") else f"bert.{key}": value for key, value in strip_bert_prefix(state).items()
-        }
-        state = {key: value for key, value in state.items() if not key.startswith("cls.predictions.decoder.")}
-        load_weights(model, state, directory, optional_prefixes=("bert.pooler.", "cls."))
+        load_weights(model, bert_for_pretraining_state(state), directory, optional_prefixes=("bert.pooler.", "cls."))
         return model
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` and ``model.safetensors`` that ``transformers.BertForPreTraining`` loads
         with the same logits (and ``transformers.BertModel`` with the same hidden states)."""
         return write_hf_checkpoint(directory, self.config, self.state_dict(), self.hf_architecture)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Reading and writing Hugging Face directories
-
-
-def read_hf_checkpoint(directory: str | Path) -> tuple[BertConfig, dict[str, torch.Tensor]]:
-    """``(config, raw state dict)`` of a local Hugging Face BERT directory; :class:`UserInputError`
-    when the directory, its config.json or its weights are missing or not a BERT."""
-    directory = Path(directory)
-    require(
-        directory.is_dir(),
-        f"{directory} is not a directory; pass a local Hugging Face BERT directory "
-        "(config.json plus model.safetensors or pytorch_model.bin)",
-    )
-    require(
-        (directory / "config.json").is_file(), f"{directory} has no config.json; pass a Hugging Face BERT directory"
-    )
-    config = BertConfig.from_json_file(directory / "config.json")
-    for name in (WEIGHTS_NAME, WEIGHTS_NAME + ".index.json", LEGACY_WEIGHTS_NAME, LEGACY_WEIGHTS_NAME + ".index.json"):
-        if (directory / name).is_file():
-            return config, _read_weights(directory / name)
-    raise UserInputError(
-        f"{directory} has no {WEIGHTS_NAME} or {LEGACY_WEIGHTS_NAME}; "
-        "pass a Hugging Face BERT directory with its weights"
-    )
-
-
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.name.endswith(".index.json"):  # sharded: {"weight_map": {key: shard file}}
-        shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        return {key: value for shard in shards for key, value in _read_weights(path.parent / shard).items()}
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
-        # what a corrupt or truncated file raises: torch's zip reader (RuntimeError), pickle, safetensors
-        raise UserInputError(
-            f"could not read weights from {path} ({type(err).__name__}: {err}); re-download or re-save it"
-        ) from None
-
-
-def strip_bert_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the ``bert.`` prefix, rename old TF-converted ``LayerNorm.gamma/beta`` and remove buffers
-    Hugging Face stores but we compute (``embeddings.position_ids``)."""
-    out = {}
-    for key, value in state.items():
-        key = key.removeprefix("bert.")
-        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-        if key.endswith("position_ids"):
-            continue
-        out[key] = value
-    return out
-
-
-def load_weights(
-    model: nn.Module, state: dict[str, torch.Tensor], source: str | Path, optional_prefixes: tuple[str, ...] = ()
-) -> None:
-    """``model.load_state_dict(state)`` that tolerates missing keys under ``optional_prefixes`` (they keep
-    their initialization) and ignores checkpoint keys the model does not have (task heads); a missing
-    encoder weight or a shape mismatch raises :class:`UserInputError`."""
-    own = model.state_dict()
-    mismatched = [
-        f"{key} {tuple(value.shape)} vs {tuple(own[key].shape)}"
-        for key, value in state.items()
-        if key in own and value.shape != own[key].shape
-    ]
-    require(
-        not mismatched,
-        f"{source}: weight shapes differ from its config.json: {', '.join(mismatched[:3])}; "
-        "the weights and config.json do not belong together",
-    )
-    result = model.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
-    missing = [key for key in result.missing_keys if not key.startswith(optional_prefixes)]
-    require(
-        not missing,
-        f"{source} lacks {len(missing)} encoder weights (e.g. {missing[0] if missing else ''}); "
-        "it is not a BERT checkpoint this loader understands",
-    )
-    if any(key.startswith("pooler.") or key.startswith("bert.pooler.") for key in result.missing_keys):
-        warnings.warn(f"{source} has no pooler weights; the pooler keeps its random initialization", stacklevel=3)
-
-
-def write_hf_checkpoint(
-    directory: str | Path, config: BertConfig, state: dict[str, torch.Tensor], architecture: str
-) -> Path:
-    """Write ``config.json`` (``model_type: bert``, ``architectures``) and ``model.safetensors``."""
-    from safetensors.torch import save_file
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    hf_config = {
-        "architectures": [architecture],
-        "model_type": "bert",
-        **config.to_dict(),
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-    }
-    (directory / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-    tensors = {key: value.detach().contiguous().cpu() for key, value in state.items()}
-    save_file(tensors, str(directory / WEIGHTS_NAME), metadata={"format": "pt"})
-    return directory
 
 
 __all__ = [
@@ -607,5 +392,8 @@ __all__ = [
     "BertModel",
     "additive_attention_mask",
     "init_bert_weights",
+    # re-exported from hf_bert_io: models/loading.py imports them from here
+    "load_weights",
     "read_hf_checkpoint",
+    "strip_bert_prefix",
 ]

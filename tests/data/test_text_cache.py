@@ -1,7 +1,7 @@
 """Integrity of the tokenized-corpus cache of TextPretrainDataModule: a same-size, same-mtime edit of
 the corpus still misses the cache, and two processes building the same cache at once both end with
 the same complete dataset (temporary directory + rename; the loser keeps the winner's copy).
-(Changed tokenizer / corpus / settings missing the cache: tests/data/test_text.py.)"""
+(Changed tokenizer / corpus / settings missing the cache: tests/data/test_text_pretraining.py.)"""
 import multiprocessing as mp
 import os
 import random
