@@ -1,6 +1,7 @@
 """The ``lightning-transfer`` command: LightningCLI in subclass mode.
 
-``lightning-transfer fit|validate|test|predict --config configs/<recipe>.yaml [--key value ...]``.
+``lightning-transfer fit|validate|test|predict --config configs/<recipe>.yaml [--key value ...]``, and
+``lightning-transfer transfer DATA --output-dir DIR`` (:mod:`lightning_transfer.transfer`).
 Any LightningModule / LightningDataModule can be named by ``class_path`` (ours by short name, e.g.
 ``SimCLRModule``). Bad input raises :class:`UserInputError`, printed here as one line; set
 ``LIGHTNING_TRANSFER_TRACEBACK=1`` to see the full traceback.
@@ -142,6 +143,11 @@ def _user_error(err: BaseException) -> BaseException | None:
 
 
 def main(args: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["transfer"]:  # lightning-transfer transfer DATA --output-dir DIR: lightning_transfer.transfer
+        from lightning_transfer.transfer import main as transfer_main
+
+        return transfer_main(argv[1:])
     try:
         build_cli(args)
     except Exception as err:

@@ -80,11 +80,26 @@ def decode_image_file(path: str | Path, channels: int, size: int) -> torch.Tenso
     return TF.center_crop(tensor, [size, size])
 
 
-class ImageFolderDataset(Dataset):
-    """``root/<class>/<image>`` decoded lazily. Unreadable images come back as ``None`` (with a
-    warning naming the file) and are dropped by the collate function."""
+def unlabeled_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (any depth, sorted); a missing or image-less folder is a
+    :class:`UserInputError`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserInputError(f"unlabeled image folder {root} does not exist; pass a folder of images")
+    files = [f for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise UserInputError(
+            f"no images found in the unlabeled folder {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
 
-    def __init__(self, root: str | Path, channels: int, size: int):
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` decoded lazily, then the images under ``unlabeled_root`` (label -1).
+    Unreadable images come back as ``None`` (with a warning naming the file) and are dropped by the
+    collate function."""
+
+    def __init__(self, root: str | Path, channels: int, size: int, unlabeled_root: str | Path | None = None):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise UserInputError(
@@ -97,6 +112,8 @@ class ImageFolderDataset(Dataset):
         if not files:  # a flat folder of unlabeled images also works
             files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
             self.classes = []
+        if unlabeled_root is not None:  # after the labeled files, so that the labeled indices do not move
+            files += [(f, -1) for f in unlabeled_images(unlabeled_root)]
         if not files:
             raise UserInputError(
                 f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
@@ -245,6 +262,11 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     ``label_fraction`` keep a stratified seeded subset of the *training* labels only, drawn with
     ``subset_seed`` (default ``seed``): vary it to average over label draws with fixed val/test sets.
 
+    ``unlabeled_root`` (``source="folder"``, ``mode="simclr"``): a folder of unlabeled images (any
+    layout) that joins the *training* pool only; validation and test are drawn from the labeled images
+    exactly as without it, so a pretraining run and a fine-tuning run with the same ``seed`` hold out
+    the same test images. Supervised mode ignores it.
+
     ``augment`` overrides :class:`SimCLRAugmentation` arguments (for example
     ``{"flip_prob": 0.0, "blur_prob": 0.0}``). ``decode_size``: the square size folder and Hub images
     are decoded to before the random crop (default ``image_size``; 256 for 224 px crops keeps
@@ -258,6 +280,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         source: str = "mnist_demo",
         root: str = "data",
         mode: str = "simclr",
+        unlabeled_root: str | None = None,
         image_size: int | None = None,
         decode_size: int | None = None,
         channels: int | None = None,
@@ -293,6 +316,8 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
             raise UserInputError(f"augment_on must be auto, loader or device, got {augment_on!r}")
         if labels_per_class is not None and label_fraction is not None:
             raise UserInputError("set labels_per_class or label_fraction, not both")
+        if unlabeled_root is not None and source != "folder":
+            raise UserInputError(f"unlabeled_root works with source=folder, not {source!r}")
         self.save_hyperparameters()
         defaults = {"mnist_demo": (28, 1), "cifar10": (32, 3), "cifar100": (32, 3), "stl10": (96, 3)}
         default_size, default_channels = defaults.get(source, (224, 3))
@@ -336,7 +361,8 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         if source in ("cifar10", "cifar100", "stl10"):
             return self._load_torchvision(source, root)
         if source == "folder":
-            dataset = ImageFolderDataset(root, c, size)
+            unlabeled = self.hparams.unlabeled_root if self.hparams.mode == "simclr" else None
+            dataset = ImageFolderDataset(root, c, size, unlabeled_root=unlabeled)
             self.class_names = dataset.classes
             return dataset, None, dataset.labels
         return self._load_hf()

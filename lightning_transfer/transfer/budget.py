@@ -1,0 +1,229 @@
+"""Sizing the stages to ``--budget-minutes`` from a few timed steps on this machine.
+
+The command times a few real steps of each stage (:class:`Timings`, measured by the pipeline with
+:class:`StepTimer`), then :func:`make_plan` solves for the sizes. With ``t`` the measured seconds:
+
+- a fine-tuning run costs ``fixed + steps * step(batch, strategy)``: ``fixed`` is its set-up,
+  validation and test pass, ``step`` is interpolated linearly in the batch size between the two
+  timed batch sizes, and a frozen encoder (``linear``) steps at the timed linear cost (LP-FT: the
+  mean of both);
+- every run trains about ``S`` optimizer steps, as whole epochs over its labeled subset
+  (``epochs(k) = max(1, round(S / steps_per_epoch(k)))``, at least 2 for LP-FT). ``S`` is the
+  default (100 for images, 60 for text) when all runs then fit in half the remaining budget,
+  otherwise the largest ``S`` that does;
+- pretraining gets the rest: ``P = (remaining - fine-tuning - fixed_pretrain) / t_pretrain_step``.
+
+A budget that cannot run one step per stage is an error that says how many minutes it needs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from lightning_transfer.errors import UserInputError
+
+FINETUNE_SHARE = 0.5  # at most this share of the remaining budget goes to fine-tuning
+MAX_PRETRAIN_STEPS = 200_000
+RESERVE_SECONDS = 15.0  # the report, the plot and the exports at the end
+
+
+class StepTimer(pl.Callback):
+    """Wall time of every training batch (synchronized on CUDA), and of the whole fit."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if torch.cuda.is_available() and pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        self.steps.append(time.perf_counter() - self._start)
+
+    def seconds_per_step(self) -> float:
+        """The median step after the first (which pays for warm-up)."""
+        steps = sorted(self.steps[1:] or self.steps)
+        return steps[len(steps) // 2]
+
+
+@dataclass
+class Timings:
+    """Seconds measured on this machine. Pretraining: ``pretrain_step``, ``pretrain_fixed`` (set-up
+    and the final validation). Fine-tuning: ``finetune_step`` at batch sizes ``finetune_batches``
+    (full fine-tuning), ``linear_step`` at the smaller one, and ``finetune_fixed`` per run."""
+
+    pretrain_step: float
+    pretrain_fixed: float
+    finetune_batches: tuple[int, int]
+    finetune_step: tuple[float, float]
+    linear_step: float
+    finetune_fixed: float
+    calibration: float = 0.0
+
+    def step(self, batch: int, strategy: str) -> float:
+        (b0, b1), (t0, t1) = self.finetune_batches, self.finetune_step
+        full = t0 if b1 == b0 else t0 + (t1 - t0) * (batch - b0) / (b1 - b0)
+        full = max(full, 1e-4)
+        linear = min(full, self.linear_step * max(1.0, batch / b0))
+        return {"linear": linear, "lp_ft": (linear + full) / 2}.get(strategy, full)
+
+
+@dataclass(frozen=True)
+class FinetuneRun:
+    """One fine-tuning run of the grid, as planned."""
+
+    init: str
+    labels_per_class: int
+    seed: int
+    strategy: str
+    batch_size: int
+    epochs: int
+    steps: int
+    seconds: float
+
+    @property
+    def name(self) -> str:
+        return f"finetune-{self.init}-k{self.labels_per_class}-seed{self.seed}"
+
+
+@dataclass
+class Plan:
+    """What the command will run, and its time estimate (seconds)."""
+
+    budget_seconds: float
+    pretrain_steps: int
+    pretrain_batch_size: int
+    finetune_steps: int
+    runs: list[FinetuneRun]
+    timings: Timings
+    estimate: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> Plan:
+        timings = value["timings"]
+        timings = Timings(
+            **{
+                **timings,
+                "finetune_batches": tuple(timings["finetune_batches"]),
+                "finetune_step": tuple(timings["finetune_step"]),
+            }
+        )
+        runs = [FinetuneRun(**run) for run in value["runs"]]
+        return cls(**{**value, "timings": timings, "runs": runs})
+
+    def describe(self) -> str:
+        """The plan as the lines the command prints before it starts."""
+        minutes = lambda seconds: f"{seconds / 60:.1f} min"  # noqa: E731
+        lines = [
+            f"plan for a budget of {minutes(self.budget_seconds)} (timed here: pretraining "
+            f"{self.timings.pretrain_step:.3f} s/step, fine-tuning {self.timings.finetune_step[1]:.3f} s/step "
+            f"at batch {self.timings.finetune_batches[1]}):",
+            f"  pretraining: {self.pretrain_steps} steps of {self.pretrain_batch_size} per process, "
+            f"~{minutes(self.estimate['pretraining'])}",
+            f"  fine-tuning: {len(self.runs)} runs of ~{self.finetune_steps} steps, ~{minutes(self.estimate['finetuning'])}",
+        ]
+        by_k: dict[int, list[FinetuneRun]] = {}
+        for run in self.runs:
+            by_k.setdefault(run.labels_per_class, []).append(run)
+        for k, runs in sorted(by_k.items()):
+            strategies = sorted({f"{r.init}: {r.strategy}" for r in runs})
+            lines.append(
+                f"    {k} labels/class: {runs[0].epochs} epochs x batch {runs[0].batch_size} "
+                f"({', '.join(strategies)}; {len({r.seed for r in runs})} seeds)"
+            )
+        lines.append(
+            f"  estimated total {minutes(self.estimate['total'])} (calibration {self.timings.calibration:.0f} s included)"
+        )
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """A run before sizing: what :func:`make_plan` needs to know of it."""
+
+    init: str
+    labels_per_class: int
+    seed: int
+    strategy: str
+    batch_size: int
+    examples_per_process: int
+
+
+def _sized(shape: RunShape, target_steps: int, timings: Timings) -> FinetuneRun:
+    per_epoch = max(1, math.ceil(shape.examples_per_process / shape.batch_size))
+    epochs = max(2 if shape.strategy == "lp_ft" else 1, round(target_steps / per_epoch))
+    steps = epochs * per_epoch
+    seconds = timings.finetune_fixed + steps * timings.step(shape.batch_size, shape.strategy)
+    return FinetuneRun(
+        shape.init,
+        shape.labels_per_class,
+        shape.seed,
+        shape.strategy,
+        shape.batch_size,
+        epochs,
+        steps,
+        round(seconds, 3),
+    )
+
+
+def make_plan(
+    budget_seconds: float,
+    elapsed_seconds: float,
+    timings: Timings,
+    shapes: list[RunShape],
+    default_finetune_steps: int,
+    pretrain_batch_size: int,
+) -> Plan:
+    """Size pretraining and fine-tuning to what is left of the budget (see the module docstring).
+
+    Raises:
+        UserInputError: the budget cannot run one pretraining step and one epoch per fine-tuning run;
+            the message says how many minutes would.
+    """
+    remaining = budget_seconds - elapsed_seconds - RESERVE_SECONDS
+
+    def runs_for(target: int) -> list[FinetuneRun]:
+        return [_sized(shape, target, timings) for shape in shapes]
+
+    def cost(runs: list[FinetuneRun]) -> float:
+        return sum(run.seconds for run in runs)
+
+    target = default_finetune_steps
+    while target > 1 and cost(runs_for(target)) > FINETUNE_SHARE * remaining:
+        target = max(1, int(target * 0.8))
+    runs = runs_for(target)
+    finetuning = cost(runs)
+    pretrain_steps = int((remaining - finetuning - timings.pretrain_fixed) / timings.pretrain_step)
+    if pretrain_steps < 1:
+        needed = elapsed_seconds + RESERVE_SECONDS + cost(runs_for(1)) + timings.pretrain_fixed + timings.pretrain_step
+        raise UserInputError(
+            f"a budget of {budget_seconds / 60:g} minutes cannot run one step per stage on this machine: "
+            f"that needs about {needed / 60:.1f} minutes here; pass --budget-minutes {math.ceil(needed / 60)} or more "
+            "(or fewer --labels-per-class values / --seeds)"
+        )
+    pretrain_steps = min(pretrain_steps, MAX_PRETRAIN_STEPS)
+    pretraining = timings.pretrain_fixed + pretrain_steps * timings.pretrain_step
+    return Plan(
+        budget_seconds=budget_seconds,
+        pretrain_steps=pretrain_steps,
+        pretrain_batch_size=pretrain_batch_size,
+        finetune_steps=target,
+        runs=runs,
+        timings=timings,
+        estimate={
+            "pretraining": round(pretraining, 1),
+            "finetuning": round(finetuning, 1),
+            "total": round(elapsed_seconds + pretraining + finetuning + RESERVE_SECONDS, 1),
+        },
+    )
