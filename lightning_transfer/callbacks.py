@@ -3,19 +3,24 @@
 :class:`PredictionWriter` writes what :meth:`FineTuneModule.predict_step
 <lightning_transfer.modules.finetune.FineTuneModule.predict_step>` returns to a CSV file.
 :class:`StopOnNonFiniteLoss` stops a run whose loss became NaN or infinite before that loss can
-reach the weights, so the checkpoints already written stay good.
+reach the weights, so the checkpoints already written stay good. :class:`BestCheckpoint` keeps the
+best checkpoint by the metric the LightningModule names (its ``checkpoint_metric``), so one callback
+list serves every recipe (``configs/base/callbacks.yaml``).
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_info
 
 from lightning_transfer.errors import UserInputError
 
@@ -335,6 +340,124 @@ class StopOnNonFiniteLoss(pl.Callback):
         )
 
 
+# ----------------------------------------------------------------------------- the best checkpoint
+CHECKPOINT_MODES = ("min", "max")
+
+
+def best_checkpoint_filename(metric: str) -> str:
+    """The file name template of :class:`BestCheckpoint` for ``metric``:
+    ``epoch=E-step=S-<name>=<value>`` with ``<name>`` the metric's last ``/`` part, e.g.
+    ``epoch=3-step=120-knn_acc=0.8125.ckpt`` for ``val/knn_acc``."""
+    return f"epoch={{epoch}}-step={{step}}-{metric.rsplit('/', 1)[-1]}={{{metric}:.4f}}"
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best-model checkpoint of every recipe (``configs/base/callbacks.yaml``): a
+    ``ModelCheckpoint`` that takes the metric to monitor and its mode from the LightningModule's
+    ``checkpoint_metric`` class attribute, e.g. ``checkpoint_metric = ("val/knn_acc", "max")``, so one
+    callback list fits every module. Defaults: ``save_last=True`` (``last.ckpt``), the best one kept,
+    named by :func:`best_checkpoint_filename` (``epoch=3-step=120-knn_acc=0.8125.ckpt``).
+
+    ``monitor``, ``mode`` and ``filename`` given here win over the module's; ``monitor`` without
+    ``mode`` takes the module's mode only for the module's own metric. The choice is made in
+    :meth:`setup`, before Lightning reads ``monitor``/``mode``, and resets the mode-dependent state
+    (``kth_value``: +inf for ``min``, -inf for ``max``). After it the ``state_key`` names the resolved
+    metric and mode, as a ``ModelCheckpoint(monitor=..., mode=...)`` of the same values would: a
+    resumed fit (``--ckpt_path``) restores ``best_model_path`` and, when it writes into the same
+    checkpoint folder, ``best_model_score`` (Lightning's rule; the CLI starts a new ``version_N``
+    folder, where the best is tracked afresh). Fitting a module without ``checkpoint_metric`` and
+    without ``monitor`` raises :class:`UserInputError`.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str | None = None,
+        monitor: str | None = None,
+        verbose: bool = False,
+        save_last: bool | Literal["link"] | None = True,
+        save_top_k: int = 1,
+        save_on_exception: bool = False,
+        save_weights_only: bool = False,
+        mode: Literal["min", "max"] | None = None,
+        auto_insert_metric_name: bool = False,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+        enable_version_counter: bool = True,
+    ):
+        if mode is not None and mode not in CHECKPOINT_MODES:
+            raise UserInputError(f"BestCheckpoint mode must be 'min' or 'max' (or null: the module's), got {mode!r}")
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            verbose=verbose,
+            save_last=save_last,
+            # Lightning refuses top-k > 1 without a monitor; the monitor is known in setup()
+            save_top_k=save_top_k if monitor is not None or save_top_k <= 1 else 1,
+            save_on_exception=save_on_exception,
+            save_weights_only=save_weights_only,
+            mode=mode or "min",
+            auto_insert_metric_name=auto_insert_metric_name,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=enable_version_counter,
+        )
+        self.save_top_k = save_top_k
+        self._requested = (monitor, mode, filename)  # None: the module's (metric and mode) or derived (filename)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.resolve(pl_module, required=stage == "fit")
+        super().setup(trainer, pl_module, stage)
+
+    def resolve(self, pl_module: pl.LightningModule, required: bool = True) -> None:
+        """Set ``monitor``, ``mode`` and ``filename`` for ``pl_module`` (see the class docstring);
+        with ``required=False`` a module that declares no metric leaves them as they are."""
+        import torch
+
+        monitor, mode, filename = self._requested
+        name = type(pl_module).__name__
+        declared = getattr(pl_module, "checkpoint_metric", None)
+        if declared is not None and not (
+            isinstance(declared, (tuple, list))
+            and len(declared) == 2
+            and isinstance(declared[0], str)
+            and declared[1] in CHECKPOINT_MODES
+        ):
+            raise UserInputError(f"{name}.checkpoint_metric must be (metric name, 'min' or 'max'), got {declared!r}")
+        if monitor is None:
+            if declared is None:
+                if not required:
+                    return
+                raise UserInputError(
+                    f"BestCheckpoint does not know which metric of {name} to monitor: set the class attribute "
+                    f"{name}.checkpoint_metric = ('val/<metric>', 'min' or 'max'), or give the callback monitor and "
+                    "mode (init_args: {monitor: val/<metric>, mode: min or max})"
+                )
+            monitor = declared[0]
+        if mode is None:
+            if declared is None or declared[0] != monitor:
+                raise UserInputError(
+                    f"BestCheckpoint(monitor={monitor!r}) needs mode 'min' or 'max': {name} declares no mode for "
+                    f"{monitor!r} (its checkpoint_metric: {declared!r})"
+                )
+            mode = declared[1]
+        if self.best_k_models and (monitor, mode) != (self.monitor, self.mode):
+            raise UserInputError(
+                f"this BestCheckpoint already keeps the best {self.monitor!r} ({self.mode}) and cannot switch to "
+                f"{monitor!r} ({mode}); use a new BestCheckpoint for another module"
+            )
+        self.monitor = monitor
+        if mode != self.mode:
+            self.mode = mode
+            self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
+        self.filename = filename if filename is not None else best_checkpoint_filename(monitor)
+
+
 # ----------------------------------------------------------------------------- plots next to the logs
 def run_log_dir(trainer: pl.Trainer) -> Path | None:
     """The folder of this run's logs (``trainer.log_dir`` without its collective, so one process
@@ -412,13 +535,16 @@ class TrainingCurvesPlot(pl.Callback):
 class EmbeddingProjectionPlot(pl.Callback):
     """Write ``embedding_projection.png``: the encoder features of up to ``max_samples`` validation
     examples, projected to 2-D by PCA and coloured by class
-    (:func:`~lightning_transfer.plots.plot_embedding_projection`), into the run's log folder.
+    (:func:`~lightning_transfer.plots.plot_embedding_projection`), into the run's log folder. The
+    Trainer's ``limit_val_batches`` bounds the batches embedded as it bounds validation.
 
     Runs at the end of ``fit`` and, with ``every_n_epochs``, after every ``every_n_epochs``-th
     validation epoch (overwriting the file). Works with :class:`~lightning_transfer.SimCLRModule`
     (its ``backbone``) and :class:`~lightning_transfer.FineTuneModule` (its ``features``: images or
     pooled text); batches go through the DataModule's ``on_after_batch_transfer`` (normalization on
     the device) as in training. Process 0 alone computes and writes. The path is kept in :attr:`path`.
+    A module with neither (:class:`~lightning_transfer.BertPretrainModule`: masked tokens, no classes
+    to colour by) gets no plot and one info line, so the callback can sit in every recipe's list.
     """
 
     def __init__(
@@ -452,6 +578,16 @@ class EmbeddingProjectionPlot(pl.Callback):
             loaders = datamodule.val_dataloader()
         return loaders
 
+    @staticmethod
+    def _batch_limit(trainer: pl.Trainer, loader) -> int | None:
+        """How many batches of ``loader`` ``trainer.limit_val_batches`` allows (``None``: all)."""
+        limit = trainer.limit_val_batches
+        if limit is None or (isinstance(limit, float) and limit >= 1.0):
+            return None
+        if isinstance(limit, int):
+            return limit
+        return max(1, int(len(loader) * limit)) if hasattr(loader, "__len__") else None
+
     def plot(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> Path | None:
         """Extract the features and write the plot now (process 0); returns the path."""
         import warnings
@@ -462,10 +598,19 @@ class EmbeddingProjectionPlot(pl.Callback):
         folder = run_log_dir(trainer) or Path(trainer.default_root_dir)
         if not trainer.is_global_zero:
             return None
+        if not (hasattr(pl_module, "features") or hasattr(pl_module, "backbone")):
+            rank_zero_info(
+                f"EmbeddingProjectionPlot: {type(pl_module).__name__} has no class features to embed (no `features` "
+                "or `backbone`); no plot written"
+            )
+            return None
         loader = self._loader(trainer)
-        if loader is None or (hasattr(loader, "__len__") and len(loader) == 0):
+        limit = None if loader is None else self._batch_limit(trainer, loader)
+        if loader is None or limit == 0 or (hasattr(loader, "__len__") and len(loader) == 0):
             warnings.warn(
-                "EmbeddingProjectionPlot: no validation data to embed; no plot written", UserWarning, stacklevel=2
+                "EmbeddingProjectionPlot: no validation data to embed (no batches, or limit_val_batches=0); no plot written",
+                UserWarning,
+                stacklevel=2,
             )
             return None
         datamodule = getattr(trainer, "datamodule", None)
@@ -482,7 +627,8 @@ class EmbeddingProjectionPlot(pl.Callback):
             if hasattr(pl_module, "features")
             else lambda batch: cast("torch.nn.Module", pl_module.backbone)(batch["images"])
         )
-        features, labels = extract_features(pl_module, loader, on_device, pl_module.device, self.max_samples, embed)
+        batches = loader if limit is None else itertools.islice(loader, limit)
+        features, labels = extract_features(pl_module, batches, on_device, pl_module.device, self.max_samples, embed)
         title = f"{type(pl_module).__name__} features, epoch {trainer.current_epoch}, step {trainer.global_step}"
         self.path = plot_embedding_projection(
             features, labels, folder / self.filename, title=title, class_names=class_names_of(datamodule)

@@ -1,5 +1,8 @@
-"""lightning_transfer.callbacks: ThroughputReport, HostSyncCounter and loggers_sharing_one_version
-(PredictionWriter is tested with fine-tuning)."""
+"""lightning_transfer.callbacks: ThroughputReport, HostSyncCounter, loggers_sharing_one_version, BestCheckpoint
+and EmbeddingProjectionPlot in every recipe (PredictionWriter is tested with fine-tuning, the plots' drawing in
+tests/test_plots.py)."""
+from pathlib import Path
+
 import lightning.pytorch as pl
 import pytest
 import torch
@@ -78,3 +81,242 @@ def test_tensorboard_and_csv_loggers_on_one_folder_share_the_next_free_version(t
     assert shared[1].log_dir == shared[0].log_dir == str(tmp_path / "lightning_logs" / "version_1")
     alone = [CSVLogger(tmp_path / "alone")]
     assert loggers_sharing_one_version(alone, [{}]) is alone
+
+
+# ----------------------------------------------------------------------------- BestCheckpoint
+class RecordValidation(pl.Callback):
+    """The value of ``metric`` after every validation epoch (the sanity check left out)."""
+
+    def __init__(self, metric: str):
+        self.metric, self.values = metric, []
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if not trainer.sanity_checking:
+            self.values.append(float(trainer.callback_metrics[self.metric]))
+
+
+def _simclr_fit():
+    from lightning_transfer import ImageDataModule, SimCLRModule
+
+    module = SimCLRModule(backbone="convnet", width=4, in_channels=1, projection_hidden_dim=16, projection_dim=8,
+                          optimizer="adamw", lr=1e-2, lr_scaling="none", warmup_steps=0, schedule="constant", knn_k=5)
+    data = ImageDataModule(source="mnist_demo", batch_size=16, val_size=48, test_size=16, knn_bank_size=64,
+                           image_size=16, num_workers=0)
+    return module, {"datamodule": data}
+
+
+def _bert_fit():
+    rows = bert_rows(n=16)
+    return bert_module(), {"train_dataloaders": DataLoader(ListDataset(rows[:12]), batch_size=4),
+                           "val_dataloaders": DataLoader(ListDataset(rows[12:]), batch_size=4)}
+
+
+def _finetune_fit():
+    from lightning_transfer import FineTuneModule
+    from tests.helpers.ddp import FINETUNE_TEXT_ENCODER, classification_rows
+
+    rows = classification_rows(n=36)
+    for row in rows:  # three tokens that name the class: learnable in a few steps, so the accuracy moves
+        row["input_ids"][1:4] = 10 + int(row["labels"])
+    module = FineTuneModule(encoder_config=FINETUNE_TEXT_ENCODER, init="scratch", num_classes=3, pooling="mean",
+                            head_dropout=0.0, lr=3e-3, warmup_steps=0, schedule="constant")
+    return module, {"train_dataloaders": DataLoader(ListDataset(rows[:24]), batch_size=4),
+                    "val_dataloaders": DataLoader(ListDataset(rows[24:]), batch_size=4)}
+
+
+KINDS = {  # module kind -> (how to fit it, the metric and mode it declares, the name in the file)
+    "simclr": (_simclr_fit, "val/knn_acc", "max", "knn_acc"),
+    "bert": (_bert_fit, "val/mlm_loss", "min", "mlm_loss"),
+    "finetune": (_finetune_fit, "val/acc", "max", "acc"),
+}
+
+
+def _fit(module, data, tmp_path, callbacks, epochs: int = 3, ckpt_path=None):
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, limit_train_batches=3, limit_val_batches=3,
+                         num_sanity_val_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path, callbacks=callbacks)
+    trainer.fit(module, **data, ckpt_path=ckpt_path)
+    return trainer
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_best_checkpoint_monitors_the_metric_each_module_declares_and_keeps_its_best_file(kind, tmp_path):
+    from lightning_transfer.callbacks import BestCheckpoint
+
+    make, metric, mode, name = KINDS[kind]
+    torch.manual_seed(0)
+    module, data = make()
+    assert module.checkpoint_metric == (metric, mode)
+    best, record = BestCheckpoint(dirpath=tmp_path / "ckpt"), RecordValidation(metric)
+    trainer = _fit(module, data, tmp_path, [record, best])
+    assert trainer.checkpoint_callback is best
+    assert (best.monitor, best.mode, best.save_last) == (metric, mode, True)
+    assert len(record.values) == 3 and len(set(record.values)) > 1  # min and max pick different epochs
+    expected = max(record.values) if mode == "max" else min(record.values)
+    epoch = record.values.index(expected)  # the first epoch to reach it: a tie later is no improvement
+    assert best.best_model_score.item() == expected
+    assert Path(best.best_model_path).name == f"epoch={epoch}-step={3 * (epoch + 1)}-{name}={expected:.4f}.ckpt"
+    kept = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert kept == sorted(["last.ckpt", Path(best.best_model_path).name])  # top 1: the others were removed
+    saved = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["callbacks"]
+    assert saved[best.state_key]["monitor"] == metric  # the state is stored under the resolved metric and mode
+    assert f"'monitor': '{metric}', 'mode': '{mode}'" in best.state_key
+
+
+def test_best_checkpoint_sets_the_mode_dependent_state_with_the_mode():
+    from lightning_transfer import FineTuneModule
+    from lightning_transfer.callbacks import BestCheckpoint
+    from tests.helpers.ddp import finetune_text_module
+
+    best = BestCheckpoint()
+    assert (best.monitor, best.mode, best.filename) == (None, "min", None)  # nothing chosen before setup
+    best.resolve(finetune_text_module())
+    assert (best.monitor, best.mode) == FineTuneModule.checkpoint_metric == ("val/acc", "max")
+    assert best.kth_value.item() == -float("inf")  # max: any accuracy beats the start
+    assert best.filename == "epoch={epoch}-step={step}-acc={val/acc:.4f}" and best.save_last is True
+    assert best.auto_insert_metric_name is False
+    mlm = BestCheckpoint()
+    mlm.resolve(bert_module())
+    assert (mlm.monitor, mlm.mode, mlm.kth_value.item()) == ("val/mlm_loss", "min", float("inf"))
+
+
+def test_best_checkpoint_monitor_and_mode_given_explicitly_win(tmp_path):
+    from lightning_transfer.callbacks import BestCheckpoint
+    from lightning_transfer.errors import UserInputError
+    from tests.helpers.ddp import finetune_text_module
+
+    module, data = _finetune_fit()
+    best = BestCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", mode="min", filename="best-{epoch}")
+    record = RecordValidation("val/loss")
+    _fit(module, data, tmp_path, [record, best])
+    assert (best.monitor, best.mode) == ("val/loss", "min")
+    assert best.best_model_score.item() == min(record.values)
+    assert Path(best.best_model_path).name == f"best-{record.values.index(min(record.values))}.ckpt"
+    # monitor alone: the module's mode for its own metric; mode alone: the module's metric
+    alone = BestCheckpoint(monitor="val/acc")
+    alone.resolve(finetune_text_module())
+    assert (alone.monitor, alone.mode) == ("val/acc", "max")
+    assert alone.filename == "epoch={epoch}-step={step}-acc={val/acc:.4f}"
+    worst = BestCheckpoint(mode="min")
+    worst.resolve(finetune_text_module())
+    assert (worst.monitor, worst.mode, worst.kth_value.item()) == ("val/acc", "min", float("inf"))
+    # another metric without a mode: no guess (Lightning's default "min" would keep the worst F1)
+    with pytest.raises(UserInputError, match=r"monitor='val/f1'\) needs mode 'min' or 'max'"):
+        BestCheckpoint(monitor="val/f1").resolve(finetune_text_module())
+    with pytest.raises(UserInputError, match="mode must be 'min' or 'max'"):
+        BestCheckpoint(mode="maximum")
+
+
+class NoDeclaredMetric(pl.LightningModule):
+    """A module that logs a validation loss but declares no ``checkpoint_metric``."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/loss", self.layer(batch).pow(2).mean())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_best_checkpoint_on_a_module_without_checkpoint_metric_is_one_line_saying_what_to_set(tmp_path):
+    from lightning_transfer.callbacks import BestCheckpoint
+    from lightning_transfer.errors import UserInputError
+
+    steps = []
+
+    class Count(pl.Callback):
+        def on_train_batch_end(self, *args):
+            steps.append(1)
+
+    loader = DataLoader(torch.randn(8, 2), batch_size=4)
+    data = {"train_dataloaders": loader, "val_dataloaders": loader}
+    with pytest.raises(UserInputError) as error:
+        _fit(NoDeclaredMetric(), data, tmp_path, [Count(), BestCheckpoint()])
+    message = str(error.value)
+    assert "\n" not in message and not steps  # one line, before any step
+    assert "NoDeclaredMetric.checkpoint_metric = ('val/<metric>', 'min' or 'max')" in message
+    assert "give the callback monitor and mode" in message
+    # what the message says to do works: the attribute, or monitor and mode on the callback
+    declared = type("Declared", (NoDeclaredMetric,), {"checkpoint_metric": ("val/loss", "min")})
+    _fit(declared(), data, tmp_path / "a", [BestCheckpoint()], epochs=1)
+    explicit = BestCheckpoint(monitor="val/loss", mode="min")
+    _fit(NoDeclaredMetric(), data, tmp_path / "b", [explicit], epochs=1)
+    assert Path(explicit.best_model_path).name.startswith("epoch=0-step=2-loss=")
+    with pytest.raises(UserInputError, match="checkpoint_metric must be"):
+        BestCheckpoint().resolve(type("Bad", (NoDeclaredMetric,), {"checkpoint_metric": ("val/loss", "lowest")})())
+    # validate / test / predict checkpoint nothing: no metric needed there
+    trainer = pl.Trainer(accelerator="cpu", logger=False, default_root_dir=tmp_path)
+    BestCheckpoint().setup(trainer, NoDeclaredMetric(), "test")
+
+
+def test_resuming_with_best_checkpoint_restores_the_best_path_and_score(tmp_path):
+    from lightning_transfer.callbacks import BestCheckpoint
+
+    torch.manual_seed(0)
+    module, data = _finetune_fit()
+    first = BestCheckpoint(dirpath=tmp_path / "ckpt")
+    _fit(module, data, tmp_path, [first], epochs=2)
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
+    assert first.state_key in saved
+
+    restored = {}
+
+    class AtTrainStart(pl.Callback):  # after the checkpoint is restored, before any new validation
+        def on_train_start(self, trainer, pl_module):
+            restored.update(path=second.best_model_path, score=second.best_model_score, kth=second.kth_value)
+
+    torch.manual_seed(0)
+    module, data = _finetune_fit()
+    second = BestCheckpoint(dirpath=tmp_path / "ckpt")
+    assert second.state_key != first.state_key  # before setup: no metric chosen yet
+    _fit(module, data, tmp_path, [AtTrainStart(), second], epochs=3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert second.state_key == first.state_key
+    assert restored["path"] == first.best_model_path and restored["score"] == first.best_model_score
+    assert restored["kth"] == first.best_model_score  # top 1: the value a new checkpoint must beat
+
+
+# ----------------------------------------------------------------------------- EmbeddingProjectionPlot in every recipe
+def test_embedding_projection_plot_skips_bert_pretraining_and_embeds_text_within_limit_val_batches(
+        tmp_path, monkeypatch, caplog):
+    """configs/base/callbacks.yaml gives every recipe the plot: MLM pretraining (no class features) gets
+    none and one info line, text fine-tuning gets one, from no more batches than validation reads."""
+    import logging
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from lightning_transfer import plots
+    from lightning_transfer.callbacks import EmbeddingProjectionPlot
+
+    seen = []
+    original = plots.plot_embedding_projection
+
+    def plot(features, labels, path, **kw):
+        seen.append(len(labels))
+        return original(features, labels, path, **kw)
+
+    monkeypatch.setattr(plots, "plot_embedding_projection", plot)
+
+    def fit(module, data, root, **settings):
+        callback = EmbeddingProjectionPlot()
+        pl.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=2, num_sanity_val_steps=0,
+                   logger=CSVLogger(root), enable_checkpointing=False, enable_progress_bar=False,
+                   enable_model_summary=False, callbacks=[callback], **settings).fit(module, **data)
+        return callback
+
+    with caplog.at_level(logging.INFO):
+        skipped = fit(*_bert_fit(), tmp_path / "bert")
+    assert skipped.path is None and not list((tmp_path / "bert").rglob("*.png")) and not seen
+    assert "BertPretrainModule has no class features to embed" in caplog.text
+
+    module, data = _finetune_fit()  # 12 validation rows, batches of 4
+    assert fit(module, data, tmp_path / "all").path.is_file() and seen == [12]
+    assert fit(module, data, tmp_path / "two", limit_val_batches=2).path.is_file() and seen[-1] == 8
+    assert fit(module, data, tmp_path / "half", limit_val_batches=0.5).path.is_file() and seen[-1] == 4
+    with pytest.warns(UserWarning, match="limit_val_batches=0"):
+        assert fit(module, data, tmp_path / "none", limit_val_batches=0).path is None

@@ -1,6 +1,6 @@
 """The lightning-transfer CLI's own behaviour: --print_config, one-line errors, and recipes that compose
-configs/base/loggers.yaml and still run alone. Every config fitting, testing, predicting and resuming
-through the real process: tests/test_launch_matrix.py."""
+configs/base/loggers.yaml and configs/base/callbacks.yaml and still run alone. Every config fitting,
+testing, predicting and resuming through the real process: tests/test_launch_matrix.py."""
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +30,10 @@ def test_bad_input_is_one_line_from_the_cli(tmp_path):
 RECIPES = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.parent.name != "base")
 SHARED_LOGGERS = "logger: ../base/loggers.yaml"  # how a recipe composes configs/base/loggers.yaml
 LOGGER_CLASSES = ["lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger"]
+SHARED_CALLBACKS = "callbacks: ../base/callbacks.yaml"  # and configs/base/callbacks.yaml
+CALLBACK_CLASSES = ["lightning_transfer.callbacks.StopOnNonFiniteLoss", "lightning_transfer.callbacks.BestCheckpoint",
+                    "lightning.pytorch.callbacks.ModelCheckpoint", "lightning.pytorch.callbacks.LearningRateMonitor",
+                    "lightning_transfer.callbacks.TrainingCurvesPlot", "lightning_transfer.callbacks.EmbeddingProjectionPlot"]
 
 
 def _resolved_config(args: list[str], capsys) -> dict:
@@ -43,18 +47,23 @@ def _resolved_config(args: list[str], capsys) -> dict:
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda path: f"{path.parent.name}/{path.stem}")
-def test_every_recipe_composes_the_shared_loggers(recipe, capsys, monkeypatch, tmp_path):
+def test_every_recipe_composes_the_shared_loggers_and_callbacks(recipe, capsys, monkeypatch, tmp_path):
     text = recipe.read_text()
     assert SHARED_LOGGERS in text and "class_path: lightning.pytorch.loggers" not in text  # composed, not copied
+    assert SHARED_CALLBACKS in text and yaml.safe_load(text)["trainer"]["callbacks"] == "../base/callbacks.yaml"
     monkeypatch.chdir(tmp_path)  # the base file is found relative to the recipe, from any working directory
     trainer = _resolved_config(["--config", str(recipe)], capsys)["trainer"]
     root = trainer["default_root_dir"]
     assert root == yaml.safe_load(text)["trainer"]["default_root_dir"]  # the recipe's own, as written
     assert [(entry["class_path"], entry["init_args"]["save_dir"]) for entry in trainer["logger"]] == [
         (LOGGER_CLASSES[0], root), (LOGGER_CLASSES[1], root)]
-    callbacks = [entry["class_path"] for entry in trainer["callbacks"]]
-    assert callbacks[0] == "lightning_transfer.callbacks.StopOnNonFiniteLoss"
-    assert callbacks.count("lightning.pytorch.callbacks.ModelCheckpoint") == 2  # the best and the resume point
+    callbacks = {entry["class_path"]: entry.get("init_args") for entry in trainer["callbacks"]}
+    assert list(callbacks) == CALLBACK_CLASSES  # the best checkpoint is the first: its path goes to best_checkpoint.txt
+    best = callbacks["lightning_transfer.callbacks.BestCheckpoint"]
+    assert best["monitor"] is None and best["mode"] is None and best["save_last"]  # the module's metric and mode
+    resume = callbacks["lightning.pytorch.callbacks.ModelCheckpoint"]
+    assert (resume["filename"], resume["every_n_train_steps"], resume["save_top_k"], resume["monitor"]) == (
+        "resume-{step}", 1000, 1, None)  # one resume point for every recipe
 
 
 def test_the_shared_loggers_follow_default_root_dir_from_the_command_line(capsys, tmp_path):

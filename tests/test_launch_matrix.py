@@ -12,8 +12,9 @@ DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and
 (torchrun's processes, which Lightning joins, as on a cluster without SLURM) instead of Lightning's own
 launcher; the one-process fit of ``configs/simclr/mnist.yaml`` writes into the recipe's own
 ``default_root_dir``, and its DDP bf16 fit runs at the recipe's own model and batch size.
-Every process must exit 0 and leave the promised files: ``best_checkpoint.txt``, ``fit_config.yaml``, ``metrics.csv`` with finite values and a
-validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
+Every process must exit 0 and leave the promised files: ``best_checkpoint.txt`` (naming the checkpoint of
+the module's best ``val/knn_acc``, ``val/mlm_loss`` or ``val/acc``), ``fit_config.yaml``, ``metrics.csv``
+with finite values and a validation metric, the PNGs, ``predictions.csv``, checkpoints that load with
 ``torch.load(weights_only=True)``.
 
 Overrides only shrink the run (steps, batches, sequence length) or swap what needs the network or an
@@ -27,6 +28,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -181,10 +183,19 @@ def check_fit(root: Path, config: str, resumed: bool = False) -> Path:
     assert list(version.glob("events.out.tfevents.*")), "no TensorBoard events"
     assert_finite_metrics(version)
     assert_png(version / "training_curves.png")
-    if "ImageDataModule" in (ROOT / config).read_text():
+    text = (ROOT / config).read_text()
+    module = next(name for name in BEST_METRIC if f"lightning_transfer.{name}\n" in text)
+    assert re.fullmatch(rf"epoch=\d+-step=\d+-{BEST_METRIC[module]}=\d+\.\d{{4}}\.ckpt", best.name), best.name
+    if module == "BertPretrainModule":  # configs/base/callbacks.yaml: no class features, no plot
+        assert not (version / "embedding_projection.png").exists()
+    else:
         assert_png(version / "embedding_projection.png")
     assert_checkpoints_load_without_unpickling(root)
     return best
+
+
+# the best checkpoint of each module kind (lightning_transfer.callbacks.BestCheckpoint): the name in its file
+BEST_METRIC = {"SimCLRModule": "knn_acc", "BertPretrainModule": "mlm_loss", "FineTuneModule": "acc"}
 
 
 def check_test_predict_export(root: Path, tmp: Path, ddp_predict: bool) -> None:

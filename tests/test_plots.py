@@ -151,12 +151,9 @@ def test_finetune_test_confusion_matrix_equals_a_loop_over_its_predictions_and_i
     assert_valid_png(tmp_path / "lightning_logs" / "version_0" / "confusion_matrix.png")
 
 
-def test_plot_label_efficiency_is_the_one_demo_uses(tmp_path):
-    from lightning_transfer import demo
-
+def test_plot_label_efficiency_writes_one_panel_per_task(tmp_path):
     results = [{"task": "mnist", "init": init, "labels_per_class": n, "test_accuracy": a}
                for init in ("scratch", "simclr") for n, a in ((1, 0.2), (10, 0.6))]
-    assert demo.plot_label_efficiency is plots.plot_label_efficiency
     assert_valid_png(plots.plot_label_efficiency(results, tmp_path / "label_efficiency.png"))
 
 

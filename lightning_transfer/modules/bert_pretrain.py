@@ -112,6 +112,8 @@ class BertPretrainModule(OptimizedModule):
     without NSP labels raise :class:`~lightning_transfer.errors.UserInputError`.
     """
 
+    checkpoint_metric = ("val/mlm_loss", "min")  # the best checkpoint (callbacks.BestCheckpoint): lowest MLM loss
+
     def __init__(
         self,
         vocab_size: int | None = None,
@@ -343,14 +345,10 @@ class BertPretrainModule(OptimizedModule):
             logger.log_hyperparams(params)
 
     # ---------------------------------------------------------------- the algorithm
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Last hidden states of the encoder, ``B x L x hidden_size``."""
-        return self.encoder(input_ids, attention_mask, token_type_ids)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Last hidden states of the encoder, ``B x L x hidden_size``; the arguments are
+        :meth:`BertModel.forward`'s (``input_ids``, ``attention_mask``, ``token_type_ids``)."""
+        return self.encoder(*args, **kwargs)
 
     def pretraining_losses(self, batch: dict[str, torch.Tensor]) -> PretrainingOutput:
         """The MLM (+ NSP) losses of one batch, without logging (see :class:`PretrainingOutput`).

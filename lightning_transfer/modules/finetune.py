@@ -109,6 +109,8 @@ class FineTuneModule(OptimizedModule):
     :meth:`setup` when the data does not fit (modality, classes, channels, vocabulary).
     """
 
+    checkpoint_metric = ("val/acc", "max")  # the best checkpoint (callbacks.BestCheckpoint): highest accuracy
+
     def __init__(
         self,
         pretrained: str | None = None,

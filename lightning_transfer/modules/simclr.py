@@ -46,6 +46,8 @@ class SimCLRModule(OptimizedModule):
     see :class:`~lightning_transfer.modules.base.OptimizedModule`).
     """
 
+    checkpoint_metric = ("val/knn_acc", "max")  # the best checkpoint (callbacks.BestCheckpoint): highest kNN accuracy
+
     def __init__(
         self,
         backbone: str | nn.Module = "resnet18",
