@@ -5,13 +5,15 @@
 :class:`StopOnNonFiniteLoss` stops a run whose loss became NaN or infinite before that loss can
 reach the weights, so the checkpoints already written stay good. :class:`BestCheckpoint` keeps the
 best checkpoint by the metric the LightningModule names (its ``checkpoint_metric``), so one callback
-list serves every recipe (``configs/base/callbacks.yaml``).
+list serves every recipe (``configs/base/callbacks.yaml``); :class:`LatestCheckpoint` keeps the newest
+state in ``last.ckpt`` next to it.
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -355,8 +357,11 @@ class BestCheckpoint(ModelCheckpoint):
     """The best-model checkpoint of every recipe (``configs/base/callbacks.yaml``): a
     ``ModelCheckpoint`` that takes the metric to monitor and its mode from the LightningModule's
     ``checkpoint_metric`` class attribute, e.g. ``checkpoint_metric = ("val/knn_acc", "max")``, so one
-    callback list fits every module. Defaults: ``save_last=True`` (``last.ckpt``), the best one kept,
-    named by :func:`best_checkpoint_filename` (``epoch=3-step=120-knn_acc=0.8125.ckpt``).
+    callback list fits every module. Defaults: the best one kept, named by
+    :func:`best_checkpoint_filename` (``epoch=3-step=120-knn_acc=0.8125.ckpt``), and no ``last.ckpt``
+    (``save_last=False``): Lightning rewrites a monitored callback's ``last.ckpt`` only at the steps where
+    it saved a top-k checkpoint, so that file would stop at the best epoch once the metric stops
+    improving. The newest state is :class:`LatestCheckpoint`'s ``last.ckpt``, rewritten at every save point.
 
     ``monitor``, ``mode`` and ``filename`` given here win over the module's; ``monitor`` without
     ``mode`` takes the module's mode only for the module's own metric. The choice is made in
@@ -375,7 +380,7 @@ class BestCheckpoint(ModelCheckpoint):
         filename: str | None = None,
         monitor: str | None = None,
         verbose: bool = False,
-        save_last: bool | Literal["link"] | None = True,
+        save_last: bool | Literal["link"] | None = False,
         save_top_k: int = 1,
         save_on_exception: bool = False,
         save_weights_only: bool = False,
@@ -456,6 +461,63 @@ class BestCheckpoint(ModelCheckpoint):
             self.mode = mode
             self.kth_value = torch.tensor(torch.inf if mode == "min" else -torch.inf)
         self.filename = filename if filename is not None else best_checkpoint_filename(monitor)
+
+
+class LatestCheckpoint(ModelCheckpoint):
+    """The newest state of a fit in one file, ``<checkpoints>/last.ckpt``, rewritten in place at every
+    save point of a default ``ModelCheckpoint``: the end of every training epoch when validation runs
+    once at the end of each epoch (or never), else the end of every validation; the same points at which
+    :class:`BestCheckpoint` compares its metric, so ``last.ckpt`` is never older than the best file. A
+    resume from it (``--ckpt_path <run>/checkpoints/last.ckpt`` or ``ckpt_path="last"``, which looks for
+    ``last*.ckpt`` in the checkpoint folder) loses no finished epoch or validation, and fine-tuning from a
+    pretraining run's ``last.ckpt`` gets its final model. ``every_n_epochs``, ``every_n_train_steps``,
+    ``train_time_interval`` and ``save_on_train_epoch_end`` change the save points as for ``ModelCheckpoint``.
+
+    It is ``ModelCheckpoint(filename="last", monitor=None, save_top_k=1, enable_version_counter=False)``:
+    no metric, the one newest file kept under one name (no ``last-v1.ckpt``, also when a resumed fit
+    writes into the folder it resumed from); its path is in :attr:`best_model_path` (Lightning's name
+    for the file a ``ModelCheckpoint`` without monitor keeps). Lightning's own ``save_last=True``
+    would not do: with a monitor it rewrites ``last.ckpt`` only when a top-k checkpoint was saved at that
+    step. Another callback that writes ``last.ckpt`` into the same folder (``save_last`` on) is refused
+    at the start of ``fit``: the two would alternate between ``last.ckpt`` and ``last-v1.ckpt``.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | Path | None = None,
+        filename: str = ModelCheckpoint.CHECKPOINT_NAME_LAST,
+        verbose: bool = False,
+        every_n_train_steps: int | None = None,
+        train_time_interval: timedelta | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+    ):
+        super().__init__(
+            dirpath=dirpath,
+            filename=filename,
+            monitor=None,
+            verbose=verbose,
+            save_last=False,
+            save_top_k=1,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            every_n_epochs=every_n_epochs,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=False,
+        )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        mine = os.path.abspath(self.format_checkpoint_name({}))
+        for other in trainer.checkpoint_callbacks:
+            if other is self or not isinstance(other, ModelCheckpoint) or not other.save_last:
+                continue
+            theirs = os.path.abspath(other.format_checkpoint_name({}, filename=other.CHECKPOINT_NAME_LAST))
+            if theirs == mine:
+                raise UserInputError(
+                    f"{type(other).__name__}(save_last={other.save_last!r}) and LatestCheckpoint both write {mine}: "
+                    f"set save_last to false on the {type(other).__name__} (LatestCheckpoint keeps last.ckpt current), "
+                    "or give one of them another dirpath"
+                )
 
 
 # ----------------------------------------------------------------------------- plots next to the logs

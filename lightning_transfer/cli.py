@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.cli import LightningCLI
 
 import lightning_transfer  # noqa: F401  (registers our modules for short class_path names)
-from lightning_transfer.callbacks import loggers_sharing_one_version
+from lightning_transfer.callbacks import LatestCheckpoint, loggers_sharing_one_version
 from lightning_transfer.errors import UserInputError, require
 
 TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
@@ -89,7 +89,13 @@ class TransferCLI(LightningCLI):
         """Record the best checkpoint and the fit's config (process 0 writes them, after a barrier)."""
         trainer = self.trainer
         callback = trainer.checkpoint_callback
-        best = getattr(callback, "best_model_path", "") or getattr(callback, "last_model_path", "")
+        latest = [c.best_model_path for c in trainer.checkpoint_callbacks if isinstance(c, LatestCheckpoint)]
+        # the best checkpoint; without one (no validation ran) the newest state, last.ckpt
+        best = (
+            getattr(callback, "best_model_path", "")
+            or getattr(callback, "last_model_path", "")
+            or next(iter(latest), "")
+        )
         log_dir = trainer.log_dir  # a collective under DDP (a broadcast from process 0): every process calls it
         root = Path(trainer.default_root_dir)
         if trainer.is_global_zero:

@@ -23,6 +23,19 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def evaluation_sampler(dataset) -> torch.utils.data.Sampler | None:
+    """Under DDP, a sampler that gives every process its share of ``dataset`` in order and *no*
+    repeated example (Lightning's own for ``predict``), so that test metrics count each example
+    once; ``None`` in one process. Lightning keeps a ``DistributedSampler`` it is given, and its
+    default for evaluation pads the shares to one length with repeats (a test set of 15 images on
+    2 processes would be scored as 16)."""
+    if not is_distributed():
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)
+
+
 class _GatherWithGrad(torch.autograd.Function):
     """all_gather in forward; in backward, each process receives the *sum over processes* of the
     gradient with respect to its own slice.

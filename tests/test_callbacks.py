@@ -1,5 +1,5 @@
-"""lightning_transfer.callbacks: ThroughputReport, HostSyncCounter, loggers_sharing_one_version, BestCheckpoint
-and EmbeddingProjectionPlot in every recipe (PredictionWriter is tested with fine-tuning, the plots' drawing in
+"""lightning_transfer.callbacks: ThroughputReport, HostSyncCounter, loggers_sharing_one_version, BestCheckpoint,
+LatestCheckpoint and EmbeddingProjectionPlot in every recipe (PredictionWriter is tested with fine-tuning, the plots' drawing in
 tests/test_plots.py)."""
 from pathlib import Path
 
@@ -150,14 +150,14 @@ def test_best_checkpoint_monitors_the_metric_each_module_declares_and_keeps_its_
     best, record = BestCheckpoint(dirpath=tmp_path / "ckpt"), RecordValidation(metric)
     trainer = _fit(module, data, tmp_path, [record, best])
     assert trainer.checkpoint_callback is best
-    assert (best.monitor, best.mode, best.save_last) == (metric, mode, True)
+    assert (best.monitor, best.mode, best.save_last) == (metric, mode, False)  # last.ckpt: LatestCheckpoint
     assert len(record.values) == 3 and len(set(record.values)) > 1  # min and max pick different epochs
     expected = max(record.values) if mode == "max" else min(record.values)
     epoch = record.values.index(expected)  # the first epoch to reach it: a tie later is no improvement
     assert best.best_model_score.item() == expected
     assert Path(best.best_model_path).name == f"epoch={epoch}-step={3 * (epoch + 1)}-{name}={expected:.4f}.ckpt"
     kept = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert kept == sorted(["last.ckpt", Path(best.best_model_path).name])  # top 1: the others were removed
+    assert kept == [Path(best.best_model_path).name]  # top 1: the others were removed
     saved = torch.load(best.best_model_path, map_location="cpu", weights_only=True)["callbacks"]
     assert saved[best.state_key]["monitor"] == metric  # the state is stored under the resolved metric and mode
     assert f"'monitor': '{metric}', 'mode': '{mode}'" in best.state_key
@@ -173,7 +173,7 @@ def test_best_checkpoint_sets_the_mode_dependent_state_with_the_mode():
     best.resolve(finetune_text_module())
     assert (best.monitor, best.mode) == FineTuneModule.checkpoint_metric == ("val/acc", "max")
     assert best.kth_value.item() == -float("inf")  # max: any accuracy beats the start
-    assert best.filename == "epoch={epoch}-step={step}-acc={val/acc:.4f}" and best.save_last is True
+    assert best.filename == "epoch={epoch}-step={step}-acc={val/acc:.4f}" and best.save_last is False
     assert best.auto_insert_metric_name is False
     mlm = BestCheckpoint()
     mlm.resolve(bert_module())
@@ -256,12 +256,12 @@ def test_best_checkpoint_on_a_module_without_checkpoint_metric_is_one_line_sayin
 
 
 def test_resuming_with_best_checkpoint_restores_the_best_path_and_score(tmp_path):
-    from lightning_transfer.callbacks import BestCheckpoint
+    from lightning_transfer.callbacks import BestCheckpoint, LatestCheckpoint
 
     torch.manual_seed(0)
     module, data = _finetune_fit()
     first = BestCheckpoint(dirpath=tmp_path / "ckpt")
-    _fit(module, data, tmp_path, [first], epochs=2)
+    _fit(module, data, tmp_path, [first, LatestCheckpoint(dirpath=tmp_path / "ckpt")], epochs=2)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=True)["callbacks"]
     assert first.state_key in saved
 
@@ -275,10 +275,100 @@ def test_resuming_with_best_checkpoint_restores_the_best_path_and_score(tmp_path
     module, data = _finetune_fit()
     second = BestCheckpoint(dirpath=tmp_path / "ckpt")
     assert second.state_key != first.state_key  # before setup: no metric chosen yet
-    _fit(module, data, tmp_path, [AtTrainStart(), second], epochs=3, ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    _fit(module, data, tmp_path, [AtTrainStart(), second, LatestCheckpoint(dirpath=tmp_path / "ckpt")], epochs=3,
+         ckpt_path=tmp_path / "ckpt" / "last.ckpt")
     assert second.state_key == first.state_key
     assert restored["path"] == first.best_model_path and restored["score"] == first.best_model_score
     assert restored["kth"] == first.best_model_score  # top 1: the value a new checkpoint must beat
+
+
+# ----------------------------------------------------------------------------- last.ckpt: LatestCheckpoint
+SHARED_CALLBACKS = Path(__file__).resolve().parents[1] / "configs" / "base" / "callbacks.yaml"
+SCORES = [0.5, 0.9, 0.7, 0.6, 0.4]  # the monitored metric by epoch: best at epoch 1, worse after it
+
+
+class ScriptedScore(pl.LightningModule):
+    """A tiny module whose ``val/score`` (max) follows :data:`SCORES` epoch by epoch."""
+
+    checkpoint_metric = ("val/score", "max")
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/score", SCORES[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def shared_checkpoint_callbacks() -> list:
+    """The checkpoint callbacks of configs/base/callbacks.yaml, built in their order (the rest: loggers, plots)."""
+    import importlib
+
+    import yaml
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    built = []
+    for entry in yaml.safe_load(SHARED_CALLBACKS.read_text()):
+        module, _, name = entry["class_path"].rpartition(".")
+        cls = getattr(importlib.import_module(module), name)
+        if issubclass(cls, ModelCheckpoint):
+            built.append(cls(**entry.get("init_args", {})))
+    return built
+
+
+def test_last_ckpt_of_the_shared_callbacks_holds_the_final_step_after_the_best_stopped_improving(tmp_path):
+    """Lightning rewrites a monitored ModelCheckpoint's save_last file only when it saved a new best: the
+    shared list keeps last.ckpt current with LatestCheckpoint, and the best file at the best epoch."""
+    from lightning_transfer.callbacks import BestCheckpoint, LatestCheckpoint
+
+    def fit(epochs: int, ckpt_path=None):
+        callbacks = shared_checkpoint_callbacks()
+        loader = DataLoader(torch.randn(8, 2), batch_size=4)  # 2 steps an epoch
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, num_sanity_val_steps=0, logger=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                             callbacks=callbacks)
+        module = ScriptedScore()
+        trainer.fit(module, loader, loader, ckpt_path=ckpt_path)
+        return trainer, module, callbacks
+
+    trainer, module, callbacks = fit(epochs=4)
+    folder = tmp_path / "checkpoints"
+    last = folder / "last.ckpt"
+    saved = torch.load(last, map_location="cpu", weights_only=True)
+    assert saved["global_step"] == trainer.global_step == 8 and saved["epoch"] == 3  # the final state
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in module.state_dict().items())
+    assert [type(c) for c in callbacks[:2]] == [BestCheckpoint, LatestCheckpoint]
+    best, latest = callbacks[:2]
+    assert trainer.checkpoint_callback is best  # the CLI records its best_model_path
+    assert Path(latest.best_model_path) == last and best.last_model_path == ""
+    assert Path(best.best_model_path).name == "epoch=1-step=4-score=0.9000.ckpt"
+    kept = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    assert (kept["epoch"], kept["global_step"]) == (1, 4)  # the best epoch
+    assert sorted(p.name for p in folder.iterdir()) == ["epoch=1-step=4-score=0.9000.ckpt", "last.ckpt"]
+
+    # a resume from the newest state (ckpt_path="last" finds last.ckpt) goes on from step 8, rewriting the one file
+    trainer, _, _ = fit(epochs=5, ckpt_path="last")
+    assert trainer.global_step == 10
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 10
+    assert sorted(p.name for p in folder.glob("last*")) == ["last.ckpt"]  # no last-v1.ckpt
+
+
+def test_latest_checkpoint_refuses_a_second_writer_of_its_last_ckpt(tmp_path):
+    from lightning_transfer.callbacks import BestCheckpoint, LatestCheckpoint
+    from lightning_transfer.errors import UserInputError
+
+    loader = DataLoader(torch.randn(4, 2), batch_size=4)
+    trainer = pl.Trainer(accelerator="cpu", max_epochs=1, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, default_root_dir=tmp_path,
+                         callbacks=[BestCheckpoint(save_last=True), LatestCheckpoint()])
+    with pytest.raises(UserInputError, match="set save_last to false on the BestCheckpoint"):
+        trainer.fit(ScriptedScore(), loader, loader)
 
 
 # ----------------------------------------------------------------------------- EmbeddingProjectionPlot in every recipe

@@ -32,7 +32,7 @@ SHARED_LOGGERS = "logger: ../base/loggers.yaml"  # how a recipe composes configs
 LOGGER_CLASSES = ["lightning.pytorch.loggers.TensorBoardLogger", "lightning.pytorch.loggers.CSVLogger"]
 SHARED_CALLBACKS = "callbacks: ../base/callbacks.yaml"  # and configs/base/callbacks.yaml
 CALLBACK_CLASSES = ["lightning_transfer.callbacks.StopOnNonFiniteLoss", "lightning_transfer.callbacks.BestCheckpoint",
-                    "lightning.pytorch.callbacks.ModelCheckpoint", "lightning.pytorch.callbacks.LearningRateMonitor",
+                    "lightning_transfer.callbacks.LatestCheckpoint", "lightning.pytorch.callbacks.ModelCheckpoint", "lightning.pytorch.callbacks.LearningRateMonitor",
                     "lightning_transfer.callbacks.TrainingCurvesPlot", "lightning_transfer.callbacks.EmbeddingProjectionPlot"]
 
 
@@ -60,7 +60,8 @@ def test_every_recipe_composes_the_shared_loggers_and_callbacks(recipe, capsys, 
     callbacks = {entry["class_path"]: entry.get("init_args") for entry in trainer["callbacks"]}
     assert list(callbacks) == CALLBACK_CLASSES  # the best checkpoint is the first: its path goes to best_checkpoint.txt
     best = callbacks["lightning_transfer.callbacks.BestCheckpoint"]
-    assert best["monitor"] is None and best["mode"] is None and best["save_last"]  # the module's metric and mode
+    assert best["monitor"] is None and best["mode"] is None and not best["save_last"]  # the module's metric and mode
+    assert callbacks["lightning_transfer.callbacks.LatestCheckpoint"]["filename"] == "last"  # last.ckpt: the newest state
     resume = callbacks["lightning.pytorch.callbacks.ModelCheckpoint"]
     assert (resume["filename"], resume["every_n_train_steps"], resume["save_top_k"], resume["monitor"]) == (
         "resume-{step}", 1000, 1, None)  # one resume point for every recipe

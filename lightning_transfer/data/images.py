@@ -180,11 +180,20 @@ class HFImageDataset(Dataset):
         return TF.center_crop(tensor, [self.size, self.size]), int(self.labels[index])
 
 
-def collate_images(samples: list[tuple[torch.Tensor, int] | None]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack uint8 images and labels, dropping unreadable (``None``) samples."""
+def collate_images(
+    samples: list[tuple[torch.Tensor, int] | None], keep_size: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 images and labels, dropping unreadable (``None``) samples.
+
+    ``keep_size`` (training batches): the places of dropped samples are filled with readable
+    samples of the same batch, in order, so that the batch keeps its size. Under DDP every process
+    must then bring batches of one size to the collectives (SimCLR's all-gather of embeddings);
+    an evaluation batch keeps only what it read, so that no test image counts twice."""
     readable = [s for s in samples if s is not None]
     if not readable:
         raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
+    if keep_size and len(readable) < len(samples):
+        readable += [readable[i % len(readable)] for i in range(len(samples) - len(readable))]
     images = torch.stack([s[0] for s in readable])
     labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
     return images, labels
@@ -233,7 +242,7 @@ class BatchTransform:
         return int(torch.randint(0, 2**62, (), generator=self._generator))
 
     def __call__(self, samples) -> dict[str, Any]:
-        images, labels = collate_images(samples)
+        images, labels = collate_images(samples, keep_size=self.seed is not None)  # training batches keep their size
         seed = self._batch_seed()
         if self.deferred:
             batch = {"raw": images, "transform": self.name, "labels": labels}
@@ -470,13 +479,20 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
 
     # ----------------------------------------------------------------- loaders
     def _loader(
-        self, dataset: Dataset, transform: BatchTransform, shuffle: bool, batch_size: int, drop_last: bool
+        self,
+        dataset: Dataset,
+        transform: BatchTransform,
+        shuffle: bool,
+        batch_size: int,
+        drop_last: bool,
+        sampler: torch.utils.data.Sampler | None = None,
     ) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             drop_last=drop_last,
             num_workers=workers,
             pin_memory=self.hparams.pin_memory,
@@ -506,13 +522,20 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
             seed=self.hparams.seed,
         )
 
+    def _scored_loader(self, dataset: Dataset) -> DataLoader:
+        """Validation / test: in supervised mode every example is scored once, also under DDP
+        (:func:`~lightning_transfer.distributed.evaluation_sampler`); SimCLR's monitors keep
+        Lightning's sampler (their kNN gathers need equal shares)."""
+        sampler = distributed.evaluation_sampler(dataset) if self.hparams.mode == "supervised" else None
+        return self._loader(dataset, self._transform("eval"), False, self._eval_batch_size, False, sampler)
+
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "call setup() first"
-        return self._loader(self.val_set, self._transform("eval"), False, self._eval_batch_size, False)
+        return self._scored_loader(self.val_set)
 
     def test_dataloader(self) -> DataLoader:
         assert self.test_set is not None, "call setup() first"
-        return self._loader(self.test_set, self._transform("eval"), False, self._eval_batch_size, False)
+        return self._scored_loader(self.test_set)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

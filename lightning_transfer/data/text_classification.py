@@ -22,6 +22,7 @@ from lightning_transfer.data.text_datamodule_base import (
     check_common_settings,
     load_tokenizer_path,
 )
+from lightning_transfer.distributed import evaluation_sampler
 from lightning_transfer.errors import UserInputError
 
 
@@ -213,11 +214,16 @@ class TextClassificationDataModule(TextDataModuleMixin, pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_dataset, self._collator(), shuffle=False)
+        return self._loader(
+            self.val_dataset, self._collator(), shuffle=False, sampler=evaluation_sampler(self.val_dataset)
+        )
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.test_dataset, self._collator(), shuffle=False)
+        # every example scored once, also under DDP (Lightning's evaluation sampler repeats some)
+        return self._loader(
+            self.test_dataset, self._collator(), shuffle=False, sampler=evaluation_sampler(self.test_dataset)
+        )
 
     def predict_dataloader(self) -> DataLoader:
         """The test split, in order."""

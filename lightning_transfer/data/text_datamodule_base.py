@@ -57,12 +57,19 @@ class TextDataModuleMixin(AttributeHparams):
 
         return special_token_ids(self.tokenizer)
 
-    def _loader(self, dataset, collate_fn, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def _loader(
+        self,
+        dataset,
+        collate_fn,
+        shuffle: bool,
+        generator: torch.Generator | None = None,
+        sampler: torch.utils.data.Sampler | None = None,
+    ) -> DataLoader:
         """Shuffled (training) loaders are :class:`ResumableDataLoader`: epoch-seeded order and masks,
-        and a position that a checkpoint restores mid-epoch."""
+        and a position that a checkpoint restores mid-epoch. ``sampler``: an evaluation loader's own."""
         hp = self.hparams
         pin_memory = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
-        loader_type, extra = (ResumableDataLoader, {"seed": hp.seed}) if shuffle else (DataLoader, {})
+        loader_type, extra = (ResumableDataLoader, {"seed": hp.seed}) if shuffle else (DataLoader, {"sampler": sampler})
         return loader_type(
             dataset,
             batch_size=hp.batch_size,

@@ -9,8 +9,8 @@ The command times a few real steps of each stage (:class:`Timings`, measured by 
   mean of both);
 - every run trains about ``S`` optimizer steps, as whole epochs over its labeled subset
   (``epochs(k) = max(1, round(S / steps_per_epoch(k)))``, at least 2 for LP-FT). ``S`` is the
-  default (100 for images, 60 for text) when all runs then fit in half the remaining budget,
-  otherwise the largest ``S`` that does;
+  default (100 for images, 60 for text) when all runs then fit in half the remaining budget and
+  leave time for a pretraining step, otherwise the largest ``S`` (shrinking by 20%) that does;
 - pretraining gets the rest: ``P = (remaining - fine-tuning - fixed_pretrain) / t_pretrain_step``.
 
 A budget that cannot run one step per stage is an error that says how many minutes it needs.
@@ -34,23 +34,24 @@ RESERVE_SECONDS = 15.0  # the report, the plot and the exports at the end
 
 
 class StepTimer(pl.Callback):
-    """Wall time of every training batch (synchronized on CUDA), and of the whole fit."""
+    """Wall time from one training batch's end to the next (synchronized on CUDA): the whole cycle of
+    a step, with loading, decoding, augmentation and epoch boundaries, as the real stage pays it."""
 
     def __init__(self) -> None:
-        self.steps: list[float] = []
-        self._start = 0.0
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._start = time.perf_counter()
+        self.ends: list[float] = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        self.steps.append(time.perf_counter() - self._start)
+        self.ends.append(time.perf_counter())
+
+    @property
+    def steps(self) -> list[float]:
+        """The cycle of every step after the first (which pays for warm-up)."""
+        return [b - a for a, b in zip(self.ends, self.ends[1:])]
 
     def seconds_per_step(self) -> float:
-        """The median step after the first (which pays for warm-up)."""
-        steps = sorted(self.steps[1:] or self.steps)
+        steps = sorted(self.steps)
         return steps[len(steps) // 2]
 
 
@@ -199,8 +200,13 @@ def make_plan(
     def cost(runs: list[FinetuneRun]) -> float:
         return sum(run.seconds for run in runs)
 
+    def fits(target: int) -> bool:
+        finetuning = cost(runs_for(target))
+        left_for_pretraining = remaining - finetuning - timings.pretrain_fixed
+        return finetuning <= FINETUNE_SHARE * remaining and left_for_pretraining >= timings.pretrain_step
+
     target = default_finetune_steps
-    while target > 1 and cost(runs_for(target)) > FINETUNE_SHARE * remaining:
+    while target > 1 and not fits(target):
         target = max(1, int(target * 0.8))
     runs = runs_for(target)
     finetuning = cost(runs)

@@ -145,15 +145,22 @@ class Transfer:
         status(f"timing a few steps of each stage ({CALIBRATION_STEPS} steps each) to plan the budget")
         timings, last_trainer = self.calibrate()
         pretrain_batch = recipes.pretrain_batch_size(self.data, self.world_size)
-        plan = make_plan(
-            self.settings.budget_minutes * 60,
-            time.time() - self.started,
-            timings,
-            self.shapes(),
-            recipes.finetune_default_steps(self.data),
-            pretrain_batch,
-        )
-        plan = last_trainer.strategy.broadcast(plan, src=0)  # every process runs process 0's plan
+        outcome: Plan | str
+        try:
+            outcome = make_plan(
+                self.settings.budget_minutes * 60,
+                time.time() - self.started,
+                timings,
+                self.shapes(),
+                recipes.finetune_default_steps(self.data),
+                pretrain_batch,
+            )
+        except UserInputError as err:  # every process stops with process 0's message
+            outcome = str(err)
+        outcome = last_trainer.strategy.broadcast(outcome, src=0)  # every process runs process 0's plan
+        if isinstance(outcome, str):
+            raise UserInputError(outcome)
+        plan = outcome
         self.store.put("plan", key, plan.as_dict())
         return plan
 

@@ -187,3 +187,17 @@ def test_stl10_train_plus_unlabeled_draws_val_from_labeled_images_and_trains_on_
     assert len(dm.test_set) == 50 and dm.num_classes == 10
     bank = torch.cat([b["labels"] for b in (dm.on_after_batch_transfer(b, 0) for b in dm.bank_dataloader())])
     assert len(bank) == 120 - 30 and (bank >= 0).all()  # the kNN bank: the labeled training images
+
+
+def test_a_training_batch_keeps_its_size_when_an_image_is_unreadable_and_an_evaluation_batch_does_not():
+    """Under DDP every process must bring batches of one size to SimCLR's all-gather; a test batch must
+    not count an image twice."""
+    from lightning_transfer.data.images import collate_images
+
+    samples = [(torch.full((1, 2, 2), i, dtype=torch.uint8), i) for i in range(4)]
+    samples[1] = None
+    images, labels = collate_images(samples, keep_size=True)
+    assert labels.tolist() == [0, 2, 3, 0]  # the gap filled with the batch's first readable image
+    assert images[3].eq(0).all()
+    images, labels = collate_images(samples)
+    assert labels.tolist() == [0, 2, 3]
