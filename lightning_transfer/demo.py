@@ -13,7 +13,7 @@
 Both hold out 1,000 test and 500 validation examples that no stage sees. Each task writes the full
 ``transfer`` output (results, plot, report, exports) into ``<output-dir>/<task>``; the demo prints
 the gains at the end. ``--quick`` is one label count per task on a smaller budget; ``--smoke`` runs
-every stage on a few hundred examples in about a minute per task (its numbers mean nothing).
+every stage on a few hundred examples with a few pretraining steps (its numbers mean nothing).
 """
 
 from __future__ import annotations
@@ -45,20 +45,21 @@ class TaskPlan:
     limit: int | None = None
     test_size: int = 1000
     val_size: int = 500
+    max_pretrain_steps: int | None = None
 
 
 PLANS = {
     "full": {
-        "mnist": TaskPlan(7.0, "1,5,10,50", 2),
-        "reviews": TaskPlan(8.0, "10,50,100", 1),
+        "mnist": TaskPlan(10.0, "1,5,10,50", 2),
+        "reviews": TaskPlan(9.0, "10,50,100", 1),
     },
     "quick": {
         "mnist": TaskPlan(2.5, "10", 1),
         "reviews": TaskPlan(3.0, "50", 1),
     },
     "smoke": {
-        "mnist": TaskPlan(0.9, "5", 1, limit=400, test_size=100, val_size=50),
-        "reviews": TaskPlan(1.5, "5", 1, limit=400, test_size=100, val_size=50),
+        "mnist": TaskPlan(4.0, "5", 1, limit=400, test_size=100, val_size=50, max_pretrain_steps=20),
+        "reviews": TaskPlan(5.0, "5", 1, limit=400, test_size=100, val_size=50, max_pretrain_steps=4),
     },
 }
 
@@ -125,6 +126,8 @@ def task_arguments(task: str, plan: TaskPlan, out: Path, progress: bool) -> list
         "--trainer.accelerator",
         "cpu",
     ] + ([] if progress else ["--no-progress"])
+    if plan.max_pretrain_steps:
+        common += ["--max-pretrain-steps", str(plan.max_pretrain_steps)]
     if task == "mnist":
         folder = write_mnist_folder(data / ("mnist" if plan.limit is None else f"mnist_{plan.limit}"), plan.limit)
         return [str(folder), *common, "--augment", json.dumps(MNIST_AUGMENT)]

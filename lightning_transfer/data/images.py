@@ -1,7 +1,8 @@
-"""Image sources and the :class:`ImageDataModule`.
+"""The :class:`ImageDataModule` and its batch transform.
 
 Every source ends up as a dataset of ``(uint8 C x H x W image, int label)`` pairs (label ``-1`` when
-unknown). Batches stay uint8 through the DataLoader; the augmentation runs once per *batch* with
+unknown; the datasets are in :mod:`lightning_transfer.data.image_sources`, whose names this module
+re-exports). Batches stay uint8 through the DataLoader; the augmentation runs once per *batch* with
 per-sample randomness (:mod:`lightning_transfer.data.augment`), either in the loader workers or, on
 a GPU, on the device in :meth:`ImageDataModule.on_after_batch_transfer`, with the same views either
 way (:class:`BatchTransform` gives every batch its seed).
@@ -21,10 +22,8 @@ Sources:
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -33,6 +32,15 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_transfer import distributed
 from lightning_transfer.data.augment import EvalTransform, SimCLRAugmentation
+from lightning_transfer.data.image_sources import (
+    IMAGE_EXTENSIONS,
+    HFImageDataset,
+    ImageFolderDataset,
+    TensorImageDataset,
+    collate_images,
+    decode_image_file,
+    unlabeled_images,
+)
 from lightning_transfer.data.resumable import ResumableDataLoader, mix_seed
 from lightning_transfer.data.sources import load_mnist_demo
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
@@ -40,7 +48,6 @@ from lightning_transfer.errors import UserInputError
 from lightning_transfer.hparams import AttributeHparams
 
 IMAGE_SOURCES = ("mnist_demo", "cifar10", "cifar100", "stl10", "folder", "hf")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 NORMALIZATION = {  # (mean, std) per source, per channel
     "mnist_demo": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -50,153 +57,21 @@ NORMALIZATION = {  # (mean, std) per source, per channel
 IMAGENET_NORMALIZATION = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 MODES = ("simclr", "supervised")
 
-
-class TensorImageDataset(Dataset):
-    """In-memory uint8 images ``N x C x H x W`` with int64 labels."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        if len(images) == 0:
-            raise UserInputError("the image dataset is empty")
-        self.images, self.labels = images, labels.long()
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.images[index], int(self.labels[index])
-
-
-def decode_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
-    """Read an image file as uint8 ``channels x size x size``: any mode (palette, CMYK, 16-bit,
-    alpha) is converted to RGB or grayscale, the shorter side resized to ``size`` and the center
-    cropped square. Raises ``OSError``/``ValueError`` for unreadable files."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        tensor = TF.pil_to_tensor(image)
-    tensor = TF.resize(tensor, size, antialias=True)
-    return TF.center_crop(tensor, [size, size])
-
-
-def unlabeled_images(root: str | Path) -> list[Path]:
-    """Every image file under ``root`` (any depth, sorted); a missing or image-less folder is a
-    :class:`UserInputError`."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise UserInputError(f"unlabeled image folder {root} does not exist; pass a folder of images")
-    files = [f for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
-    if not files:
-        raise UserInputError(
-            f"no images found in the unlabeled folder {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
-        )
-    return files
-
-
-class ImageFolderDataset(Dataset):
-    """``root/<class>/<image>`` decoded lazily, then the images under ``unlabeled_root`` (label -1).
-    Unreadable images come back as ``None`` (with a warning naming the file) and are dropped by the
-    collate function."""
-
-    def __init__(self, root: str | Path, channels: int, size: int, unlabeled_root: str | Path | None = None):
-        root = Path(root).expanduser()
-        if not root.is_dir():
-            raise UserInputError(
-                f"image folder {root} does not exist; set data.root to a folder laid out as <root>/<class>/<image>"
-            )
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        files: list[tuple[Path, int]] = []
-        for label, name in enumerate(self.classes):
-            files += [(f, label) for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
-        if not files:  # a flat folder of unlabeled images also works
-            files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
-            self.classes = []
-        if unlabeled_root is not None:  # after the labeled files, so that the labeled indices do not move
-            files += [(f, -1) for f in unlabeled_images(unlabeled_root)]
-        if not files:
-            raise UserInputError(
-                f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
-            )
-        self.files, self.channels, self.size = files, channels, size
-        self.skipped = 0  # unreadable files met so far (in this process)
-        self.labels = torch.tensor([label for _, label in files])
-        self._check_some_readable()
-
-    def _check_some_readable(self, sample: int = 8) -> None:
-        errors = []
-        for path, _ in self.files[:sample]:
-            try:
-                decode_image_file(path, self.channels, self.size)
-                return
-            except Exception as err:  # noqa: BLE001 - any decoder failure means unreadable
-                errors.append(f"{path.name}: {err}")
-        raise UserInputError(
-            f"cannot read any of the first {len(errors)} images in the folder ({errors[0]}); are these image files?"
-        )
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        path, label = self.files[index]
-        try:
-            return decode_image_file(path, self.channels, self.size), label
-        except Exception as err:  # noqa: BLE001
-            self.skipped += 1
-            warnings.warn(
-                f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "
-                f"{len(self.files)} images skipped so far in this process",
-                stacklevel=1,
-            )
-            return None
-
-
-class HFImageDataset(Dataset):
-    """A Hugging Face ``datasets.Dataset`` with a PIL image column, decoded like a folder image."""
-
-    def __init__(self, dataset, image_column: str, label_column: str | None, channels: int, size: int):
-        missing = [c for c in (image_column, label_column) if c and c not in dataset.column_names]
-        if missing:
-            raise UserInputError(
-                f"column {missing[0]!r} not in the dataset; available: {', '.join(dataset.column_names)}"
-            )
-        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
-        self.channels, self.size = channels, size
-        self.labels = torch.tensor(dataset[label_column]) if label_column else torch.full((len(dataset),), -1)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        from torchvision.transforms.v2 import functional as TF
-
-        try:
-            image = self.dataset[index][self.image_column].convert("L" if self.channels == 1 else "RGB")
-        except Exception as err:  # noqa: BLE001
-            warnings.warn(f"skipped unreadable image at index {index} ({err})", stacklevel=1)
-            return None
-        tensor = TF.resize(TF.pil_to_tensor(image), self.size, antialias=True)
-        return TF.center_crop(tensor, [self.size, self.size]), int(self.labels[index])
-
-
-def collate_images(
-    samples: list[tuple[torch.Tensor, int] | None], keep_size: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack uint8 images and labels, dropping unreadable (``None``) samples.
-
-    ``keep_size`` (training batches): the places of dropped samples are filled with readable
-    samples of the same batch, in order, so that the batch keeps its size. Under DDP every process
-    must then bring batches of one size to the collectives (SimCLR's all-gather of embeddings);
-    an evaluation batch keeps only what it read, so that no test image counts twice."""
-    readable = [s for s in samples if s is not None]
-    if not readable:
-        raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
-    if keep_size and len(readable) < len(samples):
-        readable += [readable[i % len(readable)] for i in range(len(samples) - len(readable))]
-    images = torch.stack([s[0] for s in readable])
-    labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
-    return images, labels
+__all__ = [  # with the image sources of lightning_transfer.data.image_sources, importable from here too
+    "IMAGENET_NORMALIZATION",
+    "IMAGE_EXTENSIONS",
+    "IMAGE_SOURCES",
+    "MODES",
+    "NORMALIZATION",
+    "BatchTransform",
+    "HFImageDataset",
+    "ImageDataModule",
+    "ImageFolderDataset",
+    "TensorImageDataset",
+    "collate_images",
+    "decode_image_file",
+    "unlabeled_images",
+]
 
 
 class BatchTransform:

@@ -9,9 +9,11 @@ The command times a few real steps of each stage (:class:`Timings`, measured by 
   mean of both);
 - every run trains about ``S`` optimizer steps, as whole epochs over its labeled subset
   (``epochs(k) = max(1, round(S / steps_per_epoch(k)))``, at least 2 for LP-FT). ``S`` is the
-  default (100 for images, 60 for text) when all runs then fit in half the remaining budget and
-  leave time for a pretraining step, otherwise the largest ``S`` (shrinking by 20%) that does;
-- pretraining gets the rest: ``P = (remaining - fine-tuning - fixed_pretrain) / t_pretrain_step``.
+  default (100 for images, 60 for text) when all runs then fit in 70% of the remaining budget and
+  leave time for a pretraining step, otherwise the largest ``S`` (shrinking by 20%) that does (at
+  half, MiniLM's evaluation passes on the reviews left one epoch per run at 50 labels per class);
+- pretraining gets the rest: ``P = (remaining - fine-tuning - fixed_pretrain) / t_pretrain_step``, at
+  most ``--max-pretrain-steps``.
 
 A budget that cannot run one step per stage is an error that says how many minutes it needs.
 """
@@ -28,31 +30,51 @@ import torch
 
 from lightning_transfer.errors import UserInputError
 
-FINETUNE_SHARE = 0.5  # at most this share of the remaining budget goes to fine-tuning
+FINETUNE_SHARE = 0.7  # at most this share of the remaining budget goes to fine-tuning; pretraining gets the rest
 MAX_PRETRAIN_STEPS = 200_000
 RESERVE_SECONDS = 15.0  # the report, the plot and the exports at the end
 
 
 class StepTimer(pl.Callback):
     """Wall time from one training batch's end to the next (synchronized on CUDA): the whole cycle of
-    a step, with loading, decoding, augmentation and epoch boundaries, as the real stage pays it."""
+    a step, with loading, decoding and augmentation, as the real stage pays it.
 
-    def __init__(self) -> None:
-        self.ends: list[float] = []
+    ``min_steps`` steps are timed; when an epoch is short (at most ``epoch_limit`` batches) the fit
+    runs into the second epoch, so that the cost of an epoch boundary is measured too, and then
+    stops (``trainer.should_stop``). :meth:`seconds_per_step` spreads that cost over the epoch's steps."""
+
+    def __init__(self, min_steps: int = 8, epoch_limit: int = 40) -> None:
+        self.min_steps, self.epoch_limit = min_steps, epoch_limit
+        self.ends: list[tuple[int, float]] = []  # (batch index in its epoch, time)
+        self.batches_per_epoch = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if torch.cuda.is_available() and pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
-        self.ends.append(time.perf_counter())
+        self.ends.append((batch_idx, time.perf_counter()))
+        self.batches_per_epoch = max(self.batches_per_epoch, batch_idx + 1)
+        batches = trainer.num_training_batches
+        short_epoch = isinstance(batches, int) and batches <= self.epoch_limit
+        crossed = any(index == 0 for index, _ in self.ends[1:])
+        if len(self.ends) >= self.min_steps and (crossed or not short_epoch):
+            trainer.should_stop = True
 
     @property
     def steps(self) -> list[float]:
-        """The cycle of every step after the first (which pays for warm-up)."""
-        return [b - a for a, b in zip(self.ends, self.ends[1:])]
+        """The cycle of every step after the first."""
+        return [b - a for (_, a), (_, b) in zip(self.ends, self.ends[1:])]
 
     def seconds_per_step(self) -> float:
-        steps = sorted(self.steps)
-        return steps[len(steps) // 2]
+        """The median cycle of the steps within an epoch after the first few (warm-up: allocator, kernel
+        selection), plus the extra cost of the epoch boundaries it saw spread over an epoch's steps."""
+        within = [step for step, (index, _) in zip(self.steps, self.ends[1:]) if index != 0]
+        settled = sorted(within[len(within) // 2 :] or within or self.steps)
+        median = settled[len(settled) // 2]
+        boundaries = [step for step, (index, _) in zip(self.steps, self.ends[1:]) if index == 0]
+        if not boundaries:
+            return median
+        extra = max(0.0, sum(boundaries) / len(boundaries) - median)
+        return median + extra / max(1, self.batches_per_epoch)
 
 
 @dataclass
@@ -185,6 +207,7 @@ def make_plan(
     shapes: list[RunShape],
     default_finetune_steps: int,
     pretrain_batch_size: int,
+    max_pretrain_steps: int | None = None,
 ) -> Plan:
     """Size pretraining and fine-tuning to what is left of the budget (see the module docstring).
 
@@ -218,7 +241,7 @@ def make_plan(
             f"that needs about {needed / 60:.1f} minutes here; pass --budget-minutes {math.ceil(needed / 60)} or more "
             "(or fewer --labels-per-class values / --seeds)"
         )
-    pretrain_steps = min(pretrain_steps, MAX_PRETRAIN_STEPS)
+    pretrain_steps = min(pretrain_steps, max_pretrain_steps or MAX_PRETRAIN_STEPS, MAX_PRETRAIN_STEPS)
     pretraining = timings.pretrain_fixed + pretrain_steps * timings.pretrain_step
     return Plan(
         budget_seconds=budget_seconds,

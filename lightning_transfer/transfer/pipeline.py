@@ -39,7 +39,7 @@ from lightning_transfer.transfer.stages import StageStore, stage_key, write_json
 PLAN_FILE = "plan.json"
 ENCODER_DIR = "pretrained_encoder"
 BEST_DIR = "best_model"
-CALIBRATION_STEPS = 4
+CALIBRATION_STEPS = 8
 
 
 def process_start_time() -> float:
@@ -124,7 +124,7 @@ class Transfer:
             batch = recipes.finetune_batch_size(self.data, k, self.world_size)
             per_process = max(1, k * self.data.num_classes // self.world_size)
             for init in recipes.inits_of(self.settings):
-                strategy = recipes.finetune_strategy(init, k, self.settings)
+                strategy = recipes.finetune_strategy(init, k, self.settings, self.data.kind)
                 for seed in range(self.settings.seeds):
                     shapes.append(RunShape(init, k, seed, strategy, batch, per_process))
         return shapes
@@ -154,6 +154,7 @@ class Transfer:
                 self.shapes(),
                 recipes.finetune_default_steps(self.data),
                 pretrain_batch,
+                self.settings.max_pretrain_steps,
             )
         except UserInputError as err:  # every process stops with process 0's message
             outcome = str(err)
@@ -171,8 +172,10 @@ class Transfer:
         root = self.out / "calibration"
         batch = recipes.pretrain_batch_size(self.data, self.world_size)
         module, datamodule = recipes.pretrain_stage(self.data, self.settings, batch, self.out / "cache")
-        timer = StepTimer()
-        trainer = self.trainer("calibration", [timer], max_steps=CALIBRATION_STEPS, limit_val_batches=0)
+        timer = StepTimer(CALIBRATION_STEPS)  # into the second epoch when epochs are short
+        trainer = self.trainer(
+            "calibration", [timer], max_steps=1000, max_epochs=-1, limit_val_batches=0
+        )  # stopped by the timer
         wall = time.time()
         trainer.fit(module, datamodule)
         trainer.validate(module, datamodule, verbose=False)  # the final validation of the real stage
@@ -186,7 +189,7 @@ class Transfer:
         )
         steps, fixed = [], 0.0
         for k, strategy in ((small, "full"), (large, "full"), (small, "linear")):
-            timer = StepTimer()
+            timer = StepTimer(CALIBRATION_STEPS, epoch_limit=0)  # epochs of a step or a few: boundaries are in
             settings = dataclasses.replace(self.settings, strategy=strategy)
             init = "scratch" if strategy == "full" else "pretrained"
             batch = recipes.finetune_batch_size(self.data, k, self.world_size)

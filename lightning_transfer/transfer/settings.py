@@ -49,6 +49,7 @@ class TransferSettings:
     seeds: int = 2
     init_from: str | None = None
     budget_minutes: float = 15.0
+    max_pretrain_steps: int | None = None
     strategy: str = "auto"
     backbone: str = "auto"
     image_size: int | None = None
@@ -131,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--budget-minutes", type=float, default=15.0, help="the wall time to plan for (default 15)")
     parser.add_argument(
+        "--max-pretrain-steps",
+        type=int,
+        help="at most this many pretraining steps, whatever the budget allows (the same count on every machine)",
+    )
+    parser.add_argument(
         "--strategy", choices=STRATEGIES, default="auto", help="fine-tuning strategy (default: by label count)"
     )
     parser.add_argument("--backbone", choices=BACKBONES, default="auto", help="image encoder (default: by image size)")
@@ -182,6 +188,8 @@ def parse_settings(argv: list[str] | None) -> TransferSettings:
         parser.error("--seeds must be at least 1")
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
+    if args.max_pretrain_steps is not None and args.max_pretrain_steps < 1:
+        parser.error("--max-pretrain-steps must be at least 1")
     return TransferSettings(
         data=args.data,
         output_dir=args.output_dir,
@@ -194,6 +202,7 @@ def parse_settings(argv: list[str] | None) -> TransferSettings:
         seeds=args.seeds,
         init_from=args.init_from,
         budget_minutes=args.budget_minutes,
+        max_pretrain_steps=args.max_pretrain_steps,
         strategy=args.strategy,
         backbone=args.backbone,
         image_size=args.image_size,

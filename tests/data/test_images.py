@@ -111,7 +111,9 @@ def test_image_folder_source_reads_classes_and_skips_unreadable_files(tmp_path):
         batches += [dm.on_after_batch_transfer(b, 0) for b in dm.val_dataloader()]
         batches += [dm.on_after_batch_transfer(b, 0) for b in dm.test_dataloader()]
     seen = sum(len(b["labels"]) for b in batches)
-    assert seen == 12  # 13 files, the broken one skipped
+    in_training = "broken.png" in {dm.train_set.dataset.files[i][0].name for i in dm.train_set.indices}
+    # 13 files, the broken one skipped; a training batch fills its place with another image of the batch
+    assert seen == (13 if in_training else 12)
     assert any("broken.png" in str(w.message) for w in caught)
 
 

@@ -118,3 +118,34 @@ def test_a_label_count_some_class_cannot_supply_is_skipped_naming_the_class(tmp_
         assert feasible_label_counts(data, (1, 5, 10)) == (1, 5)
     with pytest.raises(UserInputError, match="smallest class has 5 training examples"):
         feasible_label_counts(data, (10, 50))
+
+
+def test_a_hub_dataset_is_written_out_once_with_its_class_names_and_withheld_labels_as_unlabeled(tmp_path, monkeypatch):
+    """The Hub itself is out of reach offline: ``load_dataset`` hands over an in-memory dataset with a
+    ClassLabel column and a test split whose labels are withheld (-1), as GLUE's are."""
+    import datasets
+
+    features = datasets.Features(
+        {"sentence": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    train = datasets.Dataset.from_dict(
+        {"sentence": [f"text {i}" for i in range(40)], "label": [i % 2 for i in range(40)]}, features=features
+    )
+    test = datasets.Dataset.from_dict({"sentence": ["hidden a", "hidden b"], "label": [-1, -1]}, features=features)
+    calls, real_load_dataset = [], datasets.load_dataset
+
+    def load_dataset(name, *args, **kwargs):
+        if name != "someone/reviews":  # the local parquet/csv builders stay real
+            return real_load_dataset(name, *args, **kwargs)
+        calls.append(name)
+        return datasets.DatasetDict({"train": train, "test": test})
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    settings = settings_for("someone/reviews", tmp_path / "out", "--text-column", "sentence")
+    data = prepare_data(settings, tmp_path / "out" / "data")
+    assert calls == ["someone/reviews"]
+    assert (data.kind, data.class_names) == ("text", ["neg", "pos"])
+    assert data.split_sizes["unlabeled"] == 2 and data.split_sizes["test"] == 8  # 20% of the 40 labeled rows
+    assert "hidden a" in data.corpus.read_text()
+    again = prepare_data(settings, tmp_path / "out" / "data")  # written out once: no second download
+    assert calls == ["someone/reviews"] and again.fingerprint == data.fingerprint

@@ -36,15 +36,20 @@ def image_folder(tmp_path: Path) -> Path:
 
 def test_an_image_folder_gives_results_a_report_and_exports_and_a_rerun_skips_every_stage(tmp_path):
     root, out = image_folder(tmp_path), tmp_path / "out"
-    command = [SCRIPT, "transfer", str(root), "--output-dir", str(out), "--budget-minutes", "0.75"]
+    command = [SCRIPT, "transfer", str(root), "--output-dir", str(out), "--budget-minutes", "4"]
     command += ["--labels-per-class", "1,3,100", "--seeds", "1", "--no-progress", "--trainer.accelerator", "cpu"]
+    command += ["--max-pretrain-steps", "30"]  # the same work on any machine, well within the budget
     start = time.time()
     first = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
     wall = time.time() - start
     assert first.returncode == 0, first.stderr[-3000:]
     assert "skipping 100 labels per class: class 'cat' has only" in first.stderr  # 24 - test - validation
-    assert "plan for a budget of 0.8 min" in first.stdout and "fine-tuning pretrained, 1 labels/class" in first.stdout
-    assert wall < 3 * 45, f"a 45 s budget took {wall:.0f} s"  # loose: CI runs 5 test workers on 2 cores
+    assert (
+        "plan for a budget of 4.0 min" in first.stdout
+        and "pretraining: 30 steps" in first.stdout
+        and "fine-tuning pretrained, 1 labels/class" in first.stdout
+    )
+    assert wall < 150, f"{wall:.0f} s: the step cap keeps this run well inside its budget"
     rows = read_results(out)
     assert sorted((r["init"], int(r["labels_per_class"]), int(r["seed"])) for r in rows) == sorted(
         (init, k, 0) for init in ("pretrained", "scratch") for k in (1, 3)
@@ -76,7 +81,7 @@ def test_an_image_folder_gives_results_a_report_and_exports_and_a_rerun_skips_ev
 
 
 def write_reviews(path: Path, labeled: int = 60, unlabeled: int = 20) -> Path:
-    good, bad = "great lovely superb moving".split(), "dull awful boring weak".split()
+    good, bad = ["great", "lovely", "superb", "moving"], ["dull", "awful", "boring", "weak"]
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["review", "verdict"])
@@ -91,7 +96,8 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
     table, out = write_reviews(tmp_path / "reviews.csv"), tmp_path / "out"
     command = [sys.executable, "-m", "lightning_transfer.transfer", str(table), "--output-dir", str(out)]
     command += ["--text-column", "review", "--label-column", "verdict", "--labels-per-class", "2,4", "--seeds", "1"]
-    command += ["--budget-minutes", "0.75", "--max-seq-length", "16", "--no-progress", "--trainer.accelerator", "cpu"]
+    command += ["--budget-minutes", "4", "--max-pretrain-steps", "10", "--max-seq-length", "16", "--no-progress"]
+    command += ["--trainer.accelerator", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
     seen = []
     for line in process.stdout:
@@ -127,8 +133,8 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
 
 def test_two_ddp_processes_run_every_stage_once(tmp_path):
     root, out = image_folder(tmp_path), tmp_path / "out"
-    command = [SCRIPT, "transfer", str(root), "--output-dir", str(out), "--budget-minutes", "0.75"]
-    command += ["--labels-per-class", "2", "--seeds", "1", "--no-progress"]
+    command = [SCRIPT, "transfer", str(root), "--output-dir", str(out), "--budget-minutes", "4"]
+    command += ["--labels-per-class", "2", "--seeds", "1", "--max-pretrain-steps", "20", "--no-progress"]
     command += ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]

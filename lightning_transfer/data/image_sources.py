@@ -1,0 +1,172 @@
+"""Image sources: datasets of ``(uint8 C x H x W image, int label)`` pairs (label ``-1`` when
+unknown) and the collate function that stacks them, for :class:`~lightning_transfer.data.images.ImageDataModule`
+and the ``transfer`` command.
+
+- :class:`TensorImageDataset`: images already in memory (MNIST demo, torchvision datasets).
+- :class:`ImageFolderDataset`: an ImageFolder tree ``root/<class>/<image>`` (and unlabeled images,
+  :func:`unlabeled_images`), decoded lazily by :func:`decode_image_file`: resized so the shorter side
+  is the decode size and center-cropped square. Unreadable files are skipped with a warning naming
+  the file (a few bad files must not kill a long run); a folder with no readable image is an error.
+- :class:`HFImageDataset`: a Hugging Face dataset with an image column, decoded the same way.
+- :func:`collate_images`: stacks a batch, dropping the unreadable samples.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from lightning_transfer.errors import UserInputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+class TensorImageDataset(Dataset):
+    """In-memory uint8 images ``N x C x H x W`` with int64 labels."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        if len(images) == 0:
+            raise UserInputError("the image dataset is empty")
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.images[index], int(self.labels[index])
+
+
+def decode_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
+    """Read an image file as uint8 ``channels x size x size``: any mode (palette, CMYK, 16-bit,
+    alpha) is converted to RGB or grayscale, the shorter side resized to ``size`` and the center
+    cropped square. Raises ``OSError``/``ValueError`` for unreadable files."""
+    from PIL import Image
+    from torchvision.transforms.v2 import functional as TF
+
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB")
+        tensor = TF.pil_to_tensor(image)
+    tensor = TF.resize(tensor, size, antialias=True)
+    return TF.center_crop(tensor, [size, size])
+
+
+def unlabeled_images(root: str | Path) -> list[Path]:
+    """Every image file under ``root`` (any depth, sorted); a missing or image-less folder is a
+    :class:`UserInputError`."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise UserInputError(f"unlabeled image folder {root} does not exist; pass a folder of images")
+    files = [f for f in sorted(root.rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+    if not files:
+        raise UserInputError(
+            f"no images found in the unlabeled folder {root} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+        )
+    return files
+
+
+class ImageFolderDataset(Dataset):
+    """``root/<class>/<image>`` decoded lazily, then the images under ``unlabeled_root`` (label -1).
+    Unreadable images come back as ``None`` (with a warning naming the file) and are dropped by the
+    collate function."""
+
+    def __init__(self, root: str | Path, channels: int, size: int, unlabeled_root: str | Path | None = None):
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise UserInputError(
+                f"image folder {root} does not exist; set data.root to a folder laid out as <root>/<class>/<image>"
+            )
+        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        files: list[tuple[Path, int]] = []
+        for label, name in enumerate(self.classes):
+            files += [(f, label) for f in sorted((root / name).rglob("*")) if f.suffix.lower() in IMAGE_EXTENSIONS]
+        if not files:  # a flat folder of unlabeled images also works
+            files = [(f, -1) for f in sorted(root.iterdir()) if f.suffix.lower() in IMAGE_EXTENSIONS]
+            self.classes = []
+        if unlabeled_root is not None:  # after the labeled files, so that the labeled indices do not move
+            files += [(f, -1) for f in unlabeled_images(unlabeled_root)]
+        if not files:
+            raise UserInputError(
+                f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
+            )
+        self.files, self.channels, self.size = files, channels, size
+        self.skipped = 0  # unreadable files met so far (in this process)
+        self.labels = torch.tensor([label for _, label in files])
+        self._check_some_readable()
+
+    def _check_some_readable(self, sample: int = 8) -> None:
+        errors = []
+        for path, _ in self.files[:sample]:
+            try:
+                decode_image_file(path, self.channels, self.size)
+                return
+            except Exception as err:  # noqa: BLE001 - any decoder failure means unreadable
+                errors.append(f"{path.name}: {err}")
+        raise UserInputError(
+            f"cannot read any of the first {len(errors)} images in the folder ({errors[0]}); are these image files?"
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        path, label = self.files[index]
+        try:
+            return decode_image_file(path, self.channels, self.size), label
+        except Exception as err:  # noqa: BLE001
+            self.skipped += 1
+            warnings.warn(
+                f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "
+                f"{len(self.files)} images skipped so far in this process",
+                stacklevel=1,
+            )
+            return None
+
+
+class HFImageDataset(Dataset):
+    """A Hugging Face ``datasets.Dataset`` with a PIL image column, decoded like a folder image."""
+
+    def __init__(self, dataset, image_column: str, label_column: str | None, channels: int, size: int):
+        missing = [c for c in (image_column, label_column) if c and c not in dataset.column_names]
+        if missing:
+            raise UserInputError(
+                f"column {missing[0]!r} not in the dataset; available: {', '.join(dataset.column_names)}"
+            )
+        self.dataset, self.image_column, self.label_column = dataset, image_column, label_column
+        self.channels, self.size = channels, size
+        self.labels = torch.tensor(dataset[label_column]) if label_column else torch.full((len(dataset),), -1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        from torchvision.transforms.v2 import functional as TF
+
+        try:
+            image = self.dataset[index][self.image_column].convert("L" if self.channels == 1 else "RGB")
+        except Exception as err:  # noqa: BLE001
+            warnings.warn(f"skipped unreadable image at index {index} ({err})", stacklevel=1)
+            return None
+        tensor = TF.resize(TF.pil_to_tensor(image), self.size, antialias=True)
+        return TF.center_crop(tensor, [self.size, self.size]), int(self.labels[index])
+
+
+def collate_images(
+    samples: list[tuple[torch.Tensor, int] | None], keep_size: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack uint8 images and labels, dropping unreadable (``None``) samples.
+
+    ``keep_size`` (training batches): the places of dropped samples are filled with readable
+    samples of the same batch, in order, so that the batch keeps its size. Under DDP every process
+    must then bring batches of one size to the collectives (SimCLR's all-gather of embeddings);
+    an evaluation batch keeps only what it read, so that no test image counts twice."""
+    readable = [s for s in samples if s is not None]
+    if not readable:
+        raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
+    if keep_size and len(readable) < len(samples):
+        readable += [readable[i % len(readable)] for i in range(len(samples) - len(readable))]
+    images = torch.stack([s[0] for s in readable])
+    labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
+    return images, labels
