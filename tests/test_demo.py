@@ -1,9 +1,10 @@
 """The demo is ``lightning-transfer transfer`` on MNIST-5k written out as an image folder and on the
 reviews written out as a CSV, with MiniLM as ``--init-from``.
 
-The default suite runs ``--smoke`` (every stage of both tasks on a few hundred examples); ``-m slow``
-runs ``--quick``, where pretraining must already pay: SimCLR beats scratch on MNIST and MiniLM beats
-scratch on the reviews.
+The default suite checks the demo's own code (the data it writes, the commands it runs; ``transfer``
+itself has its end-to-end tests in ``tests/transfer``); ``-m slow`` runs ``--smoke`` (every stage of
+both tasks on a few hundred examples) and ``--quick``, where pretraining must already pay: SimCLR
+beats scratch on MNIST and MiniLM beats scratch on the reviews.
 """
 
 import csv
@@ -36,6 +37,34 @@ def results(out: Path) -> dict[tuple[str, int], float]:
     return {(r["init"], r["labels_per_class"]): r["test_accuracy"] for r in rows}
 
 
+def test_the_demo_writes_its_digit_folder_and_review_table_and_the_transfer_arguments(tmp_path):
+    """The demo's own code: the data it writes out and the command lines it runs (the runs themselves:
+    ``--smoke`` and ``--quick`` below, and ``tests/transfer``)."""
+    from lightning_transfer import demo
+
+    smoke = demo.PLANS["smoke"]
+    arguments = demo.task_arguments("mnist", smoke["mnist"], tmp_path, progress=False)
+    folder = Path(arguments[0])
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(d) for d in range(10)]
+    assert len(list((folder / "7").glob("*.png"))) == 40
+    assert arguments[arguments.index("--augment") + 1] == json.dumps(demo.MNIST_AUGMENT)
+    assert arguments[arguments.index("--max-pretrain-steps") + 1] == "20" and "--no-progress" in arguments
+    arguments = demo.task_arguments("reviews", smoke["reviews"], tmp_path, progress=True)
+    with open(arguments[0]) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [sum(r["label"] == name for r in rows) for name in ("fresh", "rotten", "")] == [200, 200, 50]
+    assert "--init-from" in arguments and "--no-progress" not in arguments
+    full = demo.task_arguments("reviews", demo.PLANS["full"]["reviews"], tmp_path, progress=False)
+    assert full[full.index("--labels-per-class") + 1] == "10,50,100" and "--max-pretrain-steps" not in full
+    assert demo.gains(
+        [
+            {"init": "pretrained", "labels_per_class": 5, "test_accuracy": 0.9},
+            {"init": "scratch", "labels_per_class": 5, "test_accuracy": 0.7},
+        ]
+    ) == ["    5 labels/class: pretrained 0.900 (+20.0), scratch 0.700"]
+
+
+@pytest.mark.slow
 def test_the_smoke_demo_runs_transfer_on_a_digit_folder_and_a_review_table(tmp_path):
     out = tmp_path / "demo"
     result = run_demo(out, "--smoke")

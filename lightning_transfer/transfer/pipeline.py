@@ -42,15 +42,18 @@ BEST_DIR = "best_model"
 CALIBRATION_STEPS = 8
 
 
-def process_start_time() -> float:
-    """When this process started (the budget includes the seconds spent importing), or now when the
-    platform does not say."""
+def process_start_time(fresh_within: float = 120.0) -> float:
+    """When this process started, if that was less than ``fresh_within`` seconds ago (the command's
+    own process: the budget includes the seconds spent importing); otherwise now (a long-lived
+    process, a notebook or a test, runs the command) or when the platform does not say."""
+    now = time.time()
     try:
         import psutil
 
-        return float(psutil.Process().create_time())
+        started = float(psutil.Process().create_time())
     except (ImportError, OSError):
-        return time.time()
+        return now
+    return started if now - started < fresh_within else now
 
 
 def process_rank() -> int:

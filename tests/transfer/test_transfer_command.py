@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_transfer.data.sources import minilm_directory
 from tests.helpers.images import write_image_folder
 
 SCRIPT = str(Path(sys.executable).parent / "lightning-transfer")
@@ -97,12 +98,12 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
     command = [sys.executable, "-m", "lightning_transfer.transfer", str(table), "--output-dir", str(out)]
     command += ["--text-column", "review", "--label-column", "verdict", "--labels-per-class", "2,4", "--seeds", "1"]
     command += ["--budget-minutes", "4", "--max-pretrain-steps", "10", "--max-seq-length", "16", "--no-progress"]
-    command += ["--trainer.accelerator", "cpu"]
+    command += ["--trainer.accelerator", "cpu", "--init-from", str(minilm_directory())]  # a real BERT, continued
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=ENV)
     seen = []
     for line in process.stdout:
         seen.append(line)
-        if line.startswith("[transfer") and "[2/4] fine-tuning" in line:
+        if line.startswith("[transfer") and "[2/6] fine-tuning" in line:
             process.send_signal(signal.SIGINT)  # Ctrl-C during the second fine-tuning run
             break
     process.communicate(timeout=120)
@@ -114,19 +115,15 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
     again = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "pretraining: done in an earlier run" in again.stdout
-    assert "[1/4] finetune-pretrained-k2-seed0: done in an earlier run" in again.stdout
-    assert "[2/4] fine-tuning scratch, 2 labels/class" in again.stdout
+    assert "[1/6] finetune-pretrained-k2-seed0: done in an earlier run" in again.stdout
+    assert "[2/6] fine-tuning init_from, 2 labels/class" in again.stdout
     rows = read_results(out)
     assert [(r["init"], r["labels_per_class"]) for r in rows] == [
-        ("pretrained", "2"),
-        ("scratch", "2"),
-        ("pretrained", "4"),
-        ("scratch", "4"),
+        (init, k) for k in ("2", "4") for init in ("pretrained", "init_from", "scratch")
     ]
     corpus = (out / "data" / "corpus.txt").read_text()
     assert "an unrated review 3 of the plot" in corpus  # the unlabeled rows are pretraining data
-    tokenizer = out / "pretrained_encoder" / "tokenizer.json"
-    assert tokenizer.is_file()  # a WordPiece tokenizer trained on the corpus, exported with the model
+    assert (out / "pretrained_encoder" / "tokenizer.json").is_file()  # MiniLM's vocabulary, exported with the model
     report = (out / "report.md").read_text()
     assert "AutoModel.from_pretrained" in report
 
