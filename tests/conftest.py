@@ -33,15 +33,14 @@ EXPECTED_SECONDS = {
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[simclr_mnist]": 340,
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[bert_reviews]": 320,
     "tests/test_readme.py::test_readme_bash_block_runs[lightning-transfer transfer my_images --output-dir runs/my_i]": 200,
-    "tests/transfer/test_transfer_command.py::test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress": 130,
     "tests/transfer/test_transfer_command.py::test_an_image_folder_gives_results_a_report_and_exports_and_a_rerun_skips_every_stage": 100,
     "tests/transfer/test_transfer_command.py::test_two_ddp_processes_run_every_stage_once": 60,
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[sst2]": 245,
-    "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[minilm]": 210,
+    "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[minilm]": 420,
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[imagenet]": 150,
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[wikitext]": 100,
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[stl10]": 90,
-    "tests/test_tooling.py::test_the_package_passes[mypy]": 60,
+    "tests/test_tooling.py::test_the_package_passes[mypy]": 280,
 }
 LONG_FILES = ("tests/test_notebooks.py", "tests/test_readme.py", "tests/test_ddp.py", "tests/test_cli.py")
 

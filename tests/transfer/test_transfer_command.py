@@ -50,7 +50,7 @@ def test_an_image_folder_gives_results_a_report_and_exports_and_a_rerun_skips_ev
         and "pretraining: 30 steps" in first.stdout
         and "fine-tuning pretrained, 1 labels/class" in first.stdout
     )
-    assert wall < 150, f"{wall:.0f} s: the step cap keeps this run well inside its budget"
+    assert wall < 4 * 60, f"{wall:.0f} s: over the 4-minute budget"
     rows = read_results(out)
     assert sorted((r["init"], int(r["labels_per_class"]), int(r["seed"])) for r in rows) == sorted(
         (init, k, 0) for init in ("pretrained", "scratch") for k in (1, 3)
@@ -93,6 +93,7 @@ def write_reviews(path: Path, labeled: int = 60, unlabeled: int = 20) -> Path:
     return path
 
 
+@pytest.mark.slow  # about 200 s under the default suite's load; the rerun-skips-every-stage test above is the fast one
 def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path):
     table, out = write_reviews(tmp_path / "reviews.csv"), tmp_path / "out"
     command = [sys.executable, "-m", "lightning_transfer.transfer", str(table), "--output-dir", str(out)]
