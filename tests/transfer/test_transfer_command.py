@@ -129,6 +129,7 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
     assert "AutoModel.from_pretrained" in report
 
 
+@pytest.mark.slow  # about 100 s under the suite's load (CI has 15 minutes); DDP fits run in tests/test_launch_matrix.py
 def test_two_ddp_processes_run_every_stage_once(tmp_path):
     root, out = image_folder(tmp_path), tmp_path / "out"
     command = [SCRIPT, "transfer", str(root), "--output-dir", str(out), "--budget-minutes", "4"]
