@@ -4,7 +4,7 @@ and the ``transfer`` command.
 
 - :class:`TensorImageDataset`: images already in memory (MNIST demo, torchvision datasets).
 - :class:`ImageFolderDataset`: an ImageFolder tree ``root/<class>/<image>`` (and unlabeled images,
-  :func:`unlabeled_images`), decoded lazily by :func:`decode_image_file`: resized so the shorter side
+  :func:`unlabeled_images`), decoded lazily by :func:`~lightning_transfer.data.decode.decode_image_file` (torchvision's decoders): resized so the shorter side
   is the decode size and center-cropped square. Unreadable files are skipped with a warning naming
   the file (a few bad files must not kill a long run); a folder with no readable image is an error.
 - :class:`HFImageDataset`: a Hugging Face dataset with an image column, decoded the same way.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from lightning_transfer.data.decode import decode_image_file, fit_square
 from lightning_transfer.errors import UserInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -37,20 +38,6 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index], int(self.labels[index])
-
-
-def decode_image_file(path: str | Path, channels: int, size: int) -> torch.Tensor:
-    """Read an image file as uint8 ``channels x size x size``: any mode (palette, CMYK, 16-bit,
-    alpha) is converted to RGB or grayscale, the shorter side resized to ``size`` and the center
-    cropped square. Raises ``OSError``/``ValueError`` for unreadable files."""
-    from PIL import Image
-    from torchvision.transforms.v2 import functional as TF
-
-    with Image.open(path) as image:
-        image = image.convert("L" if channels == 1 else "RGB")
-        tensor = TF.pil_to_tensor(image)
-    tensor = TF.resize(tensor, size, antialias=True)
-    return TF.center_crop(tensor, [size, size])
 
 
 def unlabeled_images(root: str | Path) -> list[Path]:
@@ -149,8 +136,7 @@ class HFImageDataset(Dataset):
         except Exception as err:  # noqa: BLE001
             warnings.warn(f"skipped unreadable image at index {index} ({err})", stacklevel=1)
             return None
-        tensor = TF.resize(TF.pil_to_tensor(image), self.size, antialias=True)
-        return TF.center_crop(tensor, [self.size, self.size]), int(self.labels[index])
+        return fit_square(TF.pil_to_tensor(image), self.size), int(self.labels[index])
 
 
 def collate_images(
