@@ -7,19 +7,26 @@ and the ``transfer`` command.
   :func:`unlabeled_images`), decoded lazily by :func:`~lightning_transfer.data.decode.decode_image_file` (torchvision's decoders): resized so the shorter side
   is the decode size and center-cropped square. Unreadable files are skipped with a warning naming
   the file (a few bad files must not kill a long run); a folder with no readable image is an error.
+  With ``decode=False`` it yields the files' encoded bytes instead, for decoding whole batches on
+  the device (:func:`collate_encoded`, then :func:`decode_encoded` after the transfer).
 - :class:`HFImageDataset`: a Hugging Face dataset with an image column, decoded the same way.
 - :func:`collate_images`: stacks a batch, dropping the unreadable samples.
+- :func:`collate_encoded` / :func:`decode_encoded`: the same in two halves for encoded bytes, the
+  first in the DataLoader workers, the second on the device
+  (:func:`~lightning_transfer.data.decode.decode_batch`: one nvJPEG call per batch on a GPU).
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch.utils.data import Dataset
 
-from lightning_transfer.data.decode import decode_image_file, fit_square
+from lightning_transfer.data.decode import decode_batch, decode_image_file, fit_square
 from lightning_transfer.errors import UserInputError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -57,9 +64,22 @@ def unlabeled_images(root: str | Path) -> list[Path]:
 class ImageFolderDataset(Dataset):
     """``root/<class>/<image>`` decoded lazily, then the images under ``unlabeled_root`` (label -1).
     Unreadable images come back as ``None`` (with a warning naming the file) and are dropped by the
-    collate function."""
+    collate function.
 
-    def __init__(self, root: str | Path, channels: int, size: int, unlabeled_root: str | Path | None = None):
+    ``decode=False``: items are ``(the file's encoded bytes, label)``, to be decoded by
+    :func:`decode_encoded` (on the device); only a file that cannot be read comes back as ``None``
+    here, an undecodable one is skipped there. Bytes, not tensors: Lightning moves tensors to the
+    device, while nvJPEG reads its input from the CPU; and a worker sends a list of ``bytes`` in one
+    pickle, where every tensor would cost a shared-memory segment."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        channels: int,
+        size: int,
+        unlabeled_root: str | Path | None = None,
+        decode: bool = True,
+    ):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise UserInputError(
@@ -78,7 +98,7 @@ class ImageFolderDataset(Dataset):
             raise UserInputError(
                 f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
             )
-        self.files, self.channels, self.size = files, channels, size
+        self.files, self.channels, self.size, self.decode = files, channels, size, decode
         self.skipped = 0  # unreadable files met so far (in this process)
         self.labels = torch.tensor([label for _, label in files])
         self._check_some_readable()
@@ -98,9 +118,11 @@ class ImageFolderDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | bytes, int] | None:
         path, label = self.files[index]
         try:
+            if not self.decode:
+                return path.read_bytes(), label
             return decode_image_file(path, self.channels, self.size), label
         except Exception as err:  # noqa: BLE001
             self.skipped += 1
@@ -140,7 +162,7 @@ class HFImageDataset(Dataset):
 
 
 def collate_images(
-    samples: list[tuple[torch.Tensor, int] | None], keep_size: bool = False
+    samples: Sequence[tuple[torch.Tensor, int] | None], keep_size: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack uint8 images and labels, dropping unreadable (``None``) samples.
 
@@ -148,11 +170,61 @@ def collate_images(
     samples of the same batch, in order, so that the batch keeps its size. Under DDP every process
     must then bring batches of one size to the collectives (SimCLR's all-gather of embeddings);
     an evaluation batch keeps only what it read, so that no test image counts twice."""
+    readable = _readable(samples, keep_size)
+    images = torch.stack([s[0] for s in readable])
+    labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
+    return images, labels
+
+
+def collate_encoded(
+    samples: Sequence[tuple[bytes, int] | None], keep_size: bool = False
+) -> tuple[list[bytes], torch.Tensor]:
+    """The loader half of a batch decoded on the device: ``(encoded images, int64 labels)``, dropping
+    the unreadable (``None``) samples as :func:`collate_images` does (``keep_size`` alike)."""
+    readable = _readable(samples, keep_size)
+    return [s[0] for s in readable], torch.tensor([s[1] for s in readable], dtype=torch.long)
+
+
+def decode_encoded(
+    encoded: Sequence[bytes | torch.Tensor],
+    labels: torch.Tensor,
+    channels: int,
+    size: int,
+    device: torch.device | str = "cpu",
+    keep_size: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The device half: :func:`~lightning_transfer.data.decode.decode_batch` of a
+    :func:`collate_encoded` batch -> ``(uint8 B x channels x size x size, labels)`` on ``device``.
+
+    Images no decoder reads are dropped with a warning (each is decoded alone to find them; the
+    whole batch goes in one call otherwise), and ``keep_size`` fills their places as
+    :func:`collate_images` does; a batch with no readable image is a :class:`UserInputError`.
+    ``labels``: one row per image, kept in step with the images (a ``B x 2`` tensor of labels and
+    sample ids works too)."""
+    try:
+        return decode_batch(encoded, channels, size, device), labels
+    except ValueError:
+        pass
+    samples: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    for i, (data, label) in enumerate(zip(encoded, labels)):
+        try:
+            samples.append((decode_batch([data], channels, size, device)[0], label))
+        except ValueError as err:
+            warnings.warn(f"skipped an unreadable image, {i} of its batch ({err.__cause__ or err})", stacklevel=2)
+            samples.append(None)
+    readable = _readable(samples, keep_size)
+    return torch.stack([s[0] for s in readable]), torch.stack([s[1] for s in readable])
+
+
+_Sample = TypeVar("_Sample")
+
+
+def _readable(samples: Sequence[_Sample | None], keep_size: bool) -> list[_Sample]:
+    """The readable (not ``None``) samples; with ``keep_size`` the places of the others filled with
+    readable ones of the same batch, in order."""
     readable = [s for s in samples if s is not None]
     if not readable:
         raise UserInputError("a whole batch of images was unreadable; check the image files (see the warnings above)")
     if keep_size and len(readable) < len(samples):
         readable += [readable[i % len(readable)] for i in range(len(samples) - len(readable))]
-    images = torch.stack([s[0] for s in readable])
-    labels = torch.tensor([s[1] for s in readable], dtype=torch.long)
-    return images, labels
+    return readable
