@@ -1,7 +1,8 @@
 """The ``lightning-transfer`` command: LightningCLI in subclass mode.
 
-``lightning-transfer fit|validate|test|predict --config configs/<recipe>.yaml [--key value ...]``, and
-``lightning-transfer transfer DATA --output-dir DIR`` (:mod:`lightning_transfer.transfer`).
+``lightning-transfer fit|validate|test|predict --config configs/<recipe>.yaml [--key value ...]``,
+``lightning-transfer transfer DATA --output-dir DIR`` (:mod:`lightning_transfer.transfer`) and
+``lightning-transfer optimize SRC OUT`` (litdata shards, :mod:`lightning_transfer.optimize`).
 Any LightningModule / LightningDataModule can be named by ``class_path`` (ours by short name, e.g.
 ``SimCLRModule``). Bad input raises :class:`UserInputError`, printed here as one line; set
 ``LIGHTNING_TRANSFER_TRACEBACK=1`` to see the full traceback.
@@ -154,6 +155,10 @@ def main(args: list[str] | None = None) -> None:
         from lightning_transfer.transfer import main as transfer_main
 
         return transfer_main(argv[1:])
+    if argv[:1] == ["optimize"]:  # lightning-transfer optimize SRC OUT: lightning_transfer.optimize
+        from lightning_transfer.optimize import main as optimize_main
+
+        return optimize_main(argv[1:])
     try:
         build_cli(args)
     except Exception as err:

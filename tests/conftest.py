@@ -42,7 +42,13 @@ EXPECTED_SECONDS = {
     "tests/test_launch_matrix.py::test_every_recipe_fits_in_one_process_and_under_ddp_bf16[stl10]": 90,
     "tests/test_tooling.py::test_the_package_passes[mypy]": 280,
 }
-LONG_FILES = ("tests/test_notebooks.py", "tests/test_readme.py", "tests/test_ddp.py", "tests/test_cli.py")
+LONG_FILES = (
+    "tests/test_notebooks.py",
+    "tests/test_readme.py",
+    "tests/test_ddp.py",
+    "tests/test_cli.py",
+    "tests/data/test_litdata_ddp.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,6 +17,12 @@ Sources:
   an error.
 - ``hf``: a Hugging Face dataset (Hub name, or ``imagefolder`` with ``data_dir``), columns
   ``image_column`` / ``label_column``.
+- ``litdata``: the shards that ``lightning-transfer optimize FOLDER OUT`` wrote into ``root=OUT``
+  (:mod:`lightning_transfer.data.streaming_images`): the folder's images as encoded bytes, split into
+  train / val / test when written, exactly as ``folder`` splits them with the same ``seed``,
+  ``val_size`` and ``test_size`` (which must then match the shards'). Training on the whole train
+  split streams it (litdata's ``StreamingDataLoader``: sharded per process and worker, resumable
+  mid-epoch); validation, test, the kNN bank and label subsets read the shards by index.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.hparams import AttributeHparams
 
-IMAGE_SOURCES = ("mnist_demo", "cifar10", "cifar100", "stl10", "folder", "hf")
+IMAGE_SOURCES = ("mnist_demo", "cifar10", "cifar100", "stl10", "folder", "hf", "litdata")
 NORMALIZATION = {  # (mean, std) per source, per channel
     "mnist_demo": ((0.1307,), (0.3081,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -70,8 +76,35 @@ __all__ = [  # with the image sources of lightning_transfer.data.image_sources, 
     "TensorImageDataset",
     "collate_images",
     "decode_image_file",
+    "holdout_split",
     "unlabeled_images",
 ]
+
+
+def holdout_split(
+    labels: torch.Tensor, val_size: int | float, test_size: int | float, seed: int, has_test: bool = False
+) -> tuple[list[int] | None, list[int], list[int]]:
+    """``(test, val, train)`` index lists of a pool with these ``labels`` (-1: unlabeled), stratified
+    and seeded (:func:`~lightning_transfer.data.subsets.stratified_split`, test drawn first);
+    ``test`` is ``None`` when the source has its own test split (``has_test``).
+
+    A pool that mixes labeled and unlabeled images (STL-10's train+unlabeled, a folder plus
+    ``unlabeled_root``) draws validation and test from the labeled ones only, so that the monitors
+    measure something; every unlabeled image goes to training. A wholly unlabeled pool splits as it
+    is. ``lightning-transfer optimize`` splits with this same function, so ``source="litdata"`` holds
+    out the images ``source="folder"`` would."""
+    labeled = labels[labels >= 0]
+    mixed = 0 < len(labeled) < len(labels)
+    candidates = torch.nonzero(labels >= 0).flatten().tolist() if mixed else list(range(len(labels)))
+    sizes = [val_size] if has_test else [test_size, val_size]
+    parts = [[candidates[i] for i in part] for part in stratified_split(labels[candidates].tolist(), sizes, seed=seed)]
+    if mixed:
+        parts[-1] = sorted(parts[-1] + torch.nonzero(labels < 0).flatten().tolist())
+    if has_test:
+        val_idx, train_idx = parts
+        return None, val_idx, train_idx
+    test_idx, val_idx, train_idx = parts
+    return test_idx, val_idx, train_idx
 
 
 class BatchTransform:
@@ -118,7 +151,12 @@ class BatchTransform:
 
     def __call__(self, samples) -> dict[str, Any]:
         images, labels = collate_images(samples, keep_size=self.seed is not None)  # training batches keep their size
-        seed = self._batch_seed()
+        return self.finish(images, labels, self._batch_seed())
+
+    def finish(self, images: torch.Tensor, labels: torch.Tensor, seed: int | None) -> dict[str, Any]:
+        """A collated uint8 batch -> the model's input dict (:meth:`apply`), or with ``deferred`` the
+        batch that :meth:`apply` takes after the transfer. ``seed``: the batch's seed, from the
+        class's per-process stream or, for the litdata stream, from the batch itself."""
         if self.deferred:
             batch = {"raw": images, "transform": self.name, "labels": labels}
             if seed is not None:
@@ -145,6 +183,12 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     ``val_size`` stratified (ints are counts, floats fractions). ``labels_per_class`` /
     ``label_fraction`` keep a stratified seeded subset of the *training* labels only, drawn with
     ``subset_seed`` (default ``seed``): vary it to average over label draws with fixed val/test sets.
+
+    ``source="litdata"``: ``root`` is a folder written by ``lightning-transfer optimize``; ``seed``,
+    ``val_size`` and ``test_size`` must be those it was written with (the held-out images are in their
+    own shards; a mismatch is a UserInputError), and the splits, label subsets and bank are then
+    those of ``source="folder"`` on the original folder. Batches of the training stream also carry
+    ``"index"``: each image's position in the train split.
 
     ``unlabeled_root`` (``source="folder"``, ``mode="simclr"``): a folder of unlabeled images (any
     layout) that joins the *training* pool only; validation and test are drawn from the labeled images
@@ -215,6 +259,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         self.test_set: Dataset | None = None  # a Subset of the pool, or the source's own test split
         self.num_classes: int | None = None
         self.class_names: list[str] = []
+        self._stream_path: str | None = None  # source="litdata", training on the whole train split: streamed
 
     # ----------------------------------------------------------------- transforms
     def train_augmentation(self) -> SimCLRAugmentation:
@@ -310,31 +355,36 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         return train, test, train.labels
 
     # ----------------------------------------------------------------- splits
+    def _load_shards(self) -> tuple[Dataset, Subset, Subset, torch.Tensor, int, list[int]]:
+        """``source="litdata"``: ``(train pool, val, test, train pool labels, number of classes, the
+        train pool's positions in the order of the original folder)``."""
+        from lightning_transfer.data.streaming_images import open_image_shards
+
+        hp = self.hparams
+        settings = {"seed": hp.seed, "val_size": hp.val_size, "test_size": hp.test_size}
+        shards = open_image_shards(hp.root, self.num_channels, hp.decode_size or self.image_size, settings)
+        self.class_names = shards.classes
+        self._stream_path = shards.train_path
+        every = torch.cat([shards.train.labels, shards.val.labels, shards.test.labels])
+        classes = int(every.max()) + 1 if len(every) and int(every.max()) >= 0 else 0
+        held_out = [Subset(split, list(range(len(split)))) for split in (shards.val, shards.test)]
+        return shards.train, held_out[0], held_out[1], shards.train.labels, classes, shards.train_order
+
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        pool, given_test, labels = self._load()
-        labeled = labels[labels >= 0]
-        self.num_classes = int(labeled.max()) + 1 if len(labeled) else 0
         seed = self.hparams.seed
-        # A pool that mixes labeled and unlabeled (-1) images (STL-10's train+unlabeled) draws its
-        # validation and test images from the labeled ones only, so that the monitors measure
-        # something; every unlabeled image goes to training. A wholly unlabeled pool splits as it is.
-        mixed = 0 < len(labeled) < len(labels)
-        candidates = torch.nonzero(labels >= 0).flatten().tolist() if mixed else list(range(len(labels)))
-        sizes = [self.hparams.val_size] if given_test is not None else [self.hparams.test_size, self.hparams.val_size]
-        parts = [
-            [candidates[i] for i in part] for part in stratified_split(labels[candidates].tolist(), sizes, seed=seed)
-        ]
-        if mixed:
-            parts[-1] = sorted(parts[-1] + torch.nonzero(labels < 0).flatten().tolist())
-        if given_test is None:
-            test_idx, val_idx, train_idx = parts
-            self.test_set = Subset(pool, test_idx)
+        if self.hparams.source == "litdata":  # split when the shards were written
+            pool, self.val_set, self.test_set, labels, self.num_classes, train_idx = self._load_shards()
         else:
-            val_idx, train_idx = parts
-            self.test_set = given_test
-        self.val_set = Subset(pool, val_idx)
+            pool, given_test, labels = self._load()
+            labeled = labels[labels >= 0]
+            self.num_classes = int(labeled.max()) + 1 if len(labeled) else 0
+            test_idx, val_idx, train_idx = holdout_split(
+                labels, self.hparams.val_size, self.hparams.test_size, seed, has_test=given_test is not None
+            )
+            self.test_set = given_test if test_idx is None else Subset(pool, test_idx)
+            self.val_set = Subset(pool, val_idx)
         train_labels = labels[train_idx].tolist()
         if self.hparams.labels_per_class is not None or self.hparams.label_fraction is not None:
             keep = stratified_subset(
@@ -344,6 +394,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
                 seed=seed if self.hparams.subset_seed is None else self.hparams.subset_seed,
             )
             train_idx = [train_idx[i] for i in keep]
+            self._stream_path = None  # a label subset is small: read by index, in a ResumableDataLoader
         self.train_set = Subset(pool, train_idx)
         self._train_labels = labels[train_idx]
         if len(self.train_set) < self.hparams.batch_size and self.hparams.drop_last:
@@ -385,6 +436,22 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         transform = self._transform("train")
         workers = self.hparams.num_workers
+        if self._stream_path is not None:  # source="litdata": built here, where the process group exists
+            from lightning_transfer.data.streaming_images import image_stream_loader
+
+            assert self.train_set is not None  # _stream_path is set by setup()
+            return image_stream_loader(
+                self._stream_path,
+                len(self.train_set),
+                transform,
+                self.num_channels,
+                self.hparams.decode_size or self.image_size,
+                batch_size=self.hparams.batch_size,
+                num_workers=workers,
+                pin_memory=self.hparams.pin_memory,
+                seed=self.hparams.seed,
+                drop_last=self.hparams.drop_last,
+            )
         return ResumableDataLoader(
             self.train_set,
             batch_size=self.hparams.batch_size,
@@ -439,7 +506,10 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         if isinstance(batch, dict) and "raw" in batch:  # deferred: transform on the device
             transform = self._device_transforms(batch["raw"].device)[batch["transform"]]
-            return transform.apply(batch["raw"], batch["labels"], batch.get("seed"))
+            out = transform.apply(batch["raw"], batch["labels"], batch.get("seed"))
+            if "index" in batch:  # the litdata stream's sample ids
+                out["index"] = batch["index"]
+            return out
         return batch
 
     def _device_transforms(self, device: torch.device) -> dict[str, BatchTransform]:

@@ -27,9 +27,11 @@ from the first batch, with a new shuffle. :class:`ResumableDataLoader` is statef
 Lightning saves ``state_dict()`` in every checkpoint and hands it back to ``load_state_dict()``
 when it builds the train loader after restoring the checkpoint. A ``configure_optimizers`` that
 reads ``trainer.estimated_stepping_batches`` (all of ours: the LR schedule spans the run) makes it
-build the loader before, and Lightning then never loads the state (Lightning issue #20550): the
-:class:`ResumeTrainLoaders` callback, which :class:`~lightning_transfer.modules.base.OptimizedModule`
-adds to every fit, hands it over with public hooks only.
+build the loader before, and Lightning then never loads the state (Lightning issue #20550; litdata
+issue #775 is the same trap seen from a ``StreamingDataLoader``): the :class:`ResumeTrainLoaders`
+callback, which :class:`~lightning_transfer.modules.base.OptimizedModule` adds to every fit, hands
+it over with public hooks only, to every loader that follows the :class:`MidEpochResumable`
+protocol (this module's loader, and the litdata one of :mod:`lightning_transfer.data.streaming`).
 
 Lightning does not prefetch from a loader with a length, so "handed out" is "consumed" when a
 checkpoint is written. Exact for ``num_workers=0`` and for workers without ``persistent_workers``
@@ -40,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from lightning.pytorch import Callback
@@ -54,6 +56,25 @@ def mix_seed(*parts: object) -> int:
     """A 63-bit seed from any printable parts (stable across processes and Python versions)."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@runtime_checkable
+class MidEpochResumable(Protocol):
+    """A train loader that :class:`ResumeTrainLoaders` gives its checkpointed state to.
+
+    ``load_state_dict`` must be idempotent (Lightning may have loaded the same state already) and
+    take effect when the loader's next pass starts. ``batches_consumed(state)``: how many batches of
+    its epoch the state says were consumed; ``state_at_epoch_end(state)``: the same state, marked so
+    that the next pass starts the following epoch (a checkpoint written after the last batch that
+    ``limit_train_batches`` lets an epoch have)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def batches_consumed(self, state: dict[str, Any]) -> int: ...
+
+    def state_at_epoch_end(self, state: dict[str, Any]) -> dict[str, Any]: ...
 
 
 class ResumableDataLoader(DataLoader):
@@ -71,18 +92,17 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         """Position and random states. Under DDP a collective (all processes must call it together)."""
-        rng = _rng_state()
-        state = {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, "rng": rng}
-        if distributed.is_distributed():
-            per_rank: list[Any] = [None] * distributed.world_size()
-            torch.distributed.all_gather_object(per_rank, rng)
-            state["rng_per_rank"] = per_rank
-        return state
+        return {"epoch": self._epoch, "consumed": self._consumed, "seed": self.seed, **capture_rng_states()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._resume = (int(state["epoch"]), int(state["consumed"]))
-        per_rank, rank = state.get("rng_per_rank") or [], distributed.rank()
-        self._resume_rng = (per_rank[rank] if rank < len(per_rank) and per_rank[rank] else state.get("rng")) or None
+        self._resume_rng = rng_state_of_this_process(state)
+
+    def batches_consumed(self, state: dict[str, Any]) -> int:
+        return int(state["consumed"])
+
+    def state_at_epoch_end(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "consumed": len(self)}
 
     def __iter__(self) -> Iterator[Any]:  # type: ignore[override]  # torch says _BaseDataLoaderIter; any iterator serves
         return self._pass()
@@ -108,19 +128,21 @@ class ResumableDataLoader(DataLoader):
             next(iterator)
             self._consumed += 1
         if rng is not None:  # whatever the discarded batches drew: the next one starts where the run stopped
-            _set_rng_state(rng)
+            restore_rng_state(rng)
         for batch in iterator:
             self._consumed += 1
             yield batch
 
 
 class ResumeTrainLoaders(Callback):
-    """Gives each :class:`ResumableDataLoader` among the train loaders the state that Lightning saved
-    for it in the checkpoint, in ``on_train_start`` (before the first batch is drawn).
+    """Gives each :class:`MidEpochResumable` loader among the train loaders (:class:`ResumableDataLoader`,
+    :class:`~lightning_transfer.data.streaming.ResumableStreamingDataLoader`) the state that Lightning
+    saved for it in the checkpoint, in ``on_train_start`` (before the first batch is drawn).
 
     Lightning loads these states itself only when it builds the train loaders after restoring the
-    checkpoint (see the module docstring); loading the same state twice is harmless, since a
-    :class:`ResumableDataLoader` applies it only when its next pass starts. The states are read from
+    checkpoint (see the module docstring); loading the same state twice is harmless, since these
+    loaders apply it only when their next pass starts. Other stateful loaders are left to Lightning.
+    The states are read from
     the checkpoint's fit-loop section (``loops/fit_loop/state_dict/combined_loader``, a layout that
     Lightning's checkpoint migrations maintain), one per stateful train loader in flattened order.
 
@@ -148,10 +170,34 @@ class ResumeTrainLoaders(Callback):
                 f"{len(stateful)}: resume with the train loaders that wrote it"
             )
         for loader, state in zip(stateful, states):
-            if isinstance(loader, ResumableDataLoader):
-                if state["consumed"] >= trainer.num_training_batches:  # the epoch is over for Lightning
-                    state = {**state, "consumed": len(loader)}
+            if isinstance(loader, MidEpochResumable):
+                if loader.batches_consumed(state) >= trainer.num_training_batches:  # the epoch is over for Lightning
+                    state = loader.state_at_epoch_end(state)
                 loader.load_state_dict(state)
+
+
+def capture_rng_states() -> dict[str, Any]:
+    """``{"rng": this process's global random states}``, plus under DDP ``"rng_per_rank"``: every
+    process's, in rank order (a collective: all processes must call it together). What a loader's
+    ``state_dict`` records so that :func:`rng_state_of_this_process` gives each process its own back."""
+    rng = _rng_state()
+    if not distributed.is_distributed():
+        return {"rng": rng}
+    per_rank: list[Any] = [None] * distributed.world_size()
+    torch.distributed.all_gather_object(per_rank, rng)
+    return {"rng": rng, "rng_per_rank": per_rank}
+
+
+def rng_state_of_this_process(state: dict[str, Any]) -> dict[str, Any] | None:
+    """This process's random states in a state of :func:`capture_rng_states`; a process the state has
+    none for (a checkpoint of fewer processes) gets process 0's; ``None`` when the state has none."""
+    per_rank, rank = state.get("rng_per_rank") or [], distributed.rank()
+    return (per_rank[rank] if rank < len(per_rank) and per_rank[rank] else state.get("rng")) or None
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Set the global random states (torch, CUDA, NumPy, Python) to ``state`` (see :func:`capture_rng_states`)."""
+    _set_rng_state(state)
 
 
 def _rng_state() -> dict[str, Any]:

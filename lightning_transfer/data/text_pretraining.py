@@ -13,6 +13,11 @@ The pipeline:
    (:mod:`lightning_transfer.data.text_cache`), so a second run loads them instead of tokenizing again;
 5. mask dynamically in the collator (:class:`~lightning_transfer.data.collators.PretrainingCollator`):
    a new mask every time a batch is drawn, from a seeded generator.
+
+``source="litdata", root=OUT`` skips steps 1-4: ``lightning-transfer optimize CORPUS OUT`` ran them
+once and wrote the examples as litdata shards (:mod:`lightning_transfer.data.streaming_text`), which
+the training loader streams (sharded per process and worker, resumable mid-epoch) through the same
+collator.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hashlib
 import random
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -109,8 +115,17 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
         hub_config, hub_split: configuration name and split of a Hub dataset.
         min_frequency: minimum count of a merge when training the tokenizer.
         vocab_size: the old name of ``tokenizer_vocab_size``; any value raises UserInputError naming it.
+        root: with ``source="litdata"``: the folder ``lightning-transfer optimize`` wrote. Its examples
+            and tokenizer are used as they are: ``max_seq_length``, ``nsp``, ``short_seq_prob`` (with
+            NSP), ``whole_word_masking`` and ``val_fraction`` must be those it was written with
+            (UserInputError otherwise), a ``tokenizer`` given too must be its tokenizer, and the
+            settings that only build examples (``tokenizer_vocab_size``, ``lowercase``,
+            ``min_frequency``, ``txt_documents``, ``text_column``, ``num_proc``, ``cache_dir``) are
+            not used. ``seed`` orders the stream and seeds the masks.
 
-    After :meth:`setup`: ``train_dataset`` / ``val_dataset`` (``datasets.Dataset``), ``cache_path``
+    After :meth:`setup`: ``train_dataset`` / ``val_dataset`` (``datasets.Dataset``; with
+    ``source="litdata"`` a :class:`~lightning_transfer.data.shards.ShardDataset` of the same rows plus
+    ``index`` and ``row``), ``cache_path``
     and ``loaded_from_cache`` (True when the examples were read from ``cache_path`` instead of being
     built). ``tokenizer``, ``vocab_size`` and ``special_ids`` are available right after construction
     (loading or training the tokenizer on first use); a model with ``vocab_size=None`` takes it in ``setup``.
@@ -145,10 +160,17 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
         hub_split: str = "train",
         min_frequency: int = 2,
         vocab_size: int | None = None,
+        root: str | None = None,
     ):
         super().__init__()
         if vocab_size is not None:
             raise UserInputError(RENAMED_VOCAB_SIZE)
+        if (source == "litdata") != (root is not None):
+            raise UserInputError(
+                "source=litdata reads the folder written by lightning-transfer optimize: set data.root to it"
+                if root is None
+                else f"data.root is for source=litdata (shards written by lightning-transfer optimize), not {source!r}"
+            )
         check_common_settings(max_seq_length, batch_size, num_workers, num_proc)
         if not 0 <= val_fraction < 1:
             raise UserInputError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -166,8 +188,8 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
             )
         self.save_hyperparameters(ignore=["vocab_size"])
         self.cache_root = Path(cache_dir).expanduser()
-        self.train_dataset = None
-        self.val_dataset = None
+        self.train_dataset: Any = None  # datasets.Dataset, or a ShardDataset with source="litdata"
+        self.val_dataset: Any = None
         self.cache_path: Path | None = None
         self.loaded_from_cache = False
         self._tokenizer = None
@@ -204,6 +226,10 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
         from lightning_transfer.data.tokenizer import train_wordpiece
 
         hp = self.hparams
+        if self._litdata:
+            from lightning_transfer.data.streaming_text import shard_tokenizer
+
+            return shard_tokenizer(hp.root, hp.tokenizer)
         if hp.tokenizer is not None:
             return load_tokenizer_path(hp.tokenizer)
         _, fingerprint = self._corpus()
@@ -312,13 +338,25 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
             self.train_dataset, self.val_dataset = load_examples(path, hp.whole_word_masking, hp.nsp)
             self.cache_path, self.loaded_from_cache = path, from_cache
 
+    @property
+    def _litdata(self) -> bool:
+        return self.hparams.source == "litdata"
+
     def prepare_data(self) -> None:
-        """Build the cache once (Lightning calls this on one process per node before ``setup``)."""
-        self._build_or_load(load=False)
+        """Build the cache once (Lightning calls this on one process per node before ``setup``);
+        nothing to build for ``source="litdata"``."""
+        if not self._litdata:
+            self._build_or_load(load=False)
 
     def setup(self, stage: str | None = None) -> None:
-        """Load the examples from the cache, building it first when missing (idempotent)."""
-        if self.train_dataset is None:
+        """Load the examples from the cache, building it first when missing (idempotent); for
+        ``source="litdata"`` open the shards (map-style, read by index; training streams them)."""
+        if self.train_dataset is None and self._litdata:
+            from lightning_transfer.data.streaming_text import EXAMPLE_SETTINGS, open_text_shards
+
+            settings = {name: self.hparams[name] for name in EXAMPLE_SETTINGS}
+            self.train_dataset, self.val_dataset = open_text_shards(self.hparams.root, settings)
+        elif self.train_dataset is None:
             self._build_or_load(load=True)
 
     # -- loaders ---------------------------------------------------------------------------
@@ -335,13 +373,38 @@ class TextPretrainDataModule(TextDataModuleMixin, pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled batches with fresh masks; under DDP Lightning swaps in a DistributedSampler."""
+        """Shuffled batches with fresh masks; under DDP Lightning swaps in a DistributedSampler. With
+        ``source="litdata"`` the litdata stream, built here, where the process group exists."""
         self.setup()
+        if self._litdata:
+            return self._stream_loader()
         return self._loader(
             self.train_dataset,
             self._collator(fixed=False),
             shuffle=True,
             generator=torch.Generator().manual_seed(self.hparams.seed),
+        )
+
+    def _stream_loader(self) -> DataLoader:
+        from lightning_transfer.data.streaming_text import StreamPretrainingBatches, text_stream_loader
+
+        hp, ids = self.hparams, self.special_ids
+        batches = StreamPretrainingBatches(
+            hp.seed,
+            pad_id=ids["pad"],
+            mask_id=ids["mask"],
+            vocab_size=self.vocab_size,
+            mlm_probability=hp.mlm_probability,
+            whole_word_masking=hp.whole_word_masking,
+        )
+        assert self.train_dataset is not None and self.train_dataset.path is not None  # setup() opened the shards
+        return text_stream_loader(
+            self.train_dataset.path,
+            len(self.train_dataset),
+            batches,
+            batch_size=hp.batch_size,
+            num_workers=hp.num_workers,
+            pin_memory=torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory,
         )
 
     def val_dataloader(self) -> DataLoader:
