@@ -43,7 +43,9 @@ from lightning_transfer.data.image_sources import (
     HFImageDataset,
     ImageFolderDataset,
     TensorImageDataset,
+    collate_encoded,
     collate_images,
+    decode_encoded,
     decode_image_file,
     unlabeled_images,
 )
@@ -150,7 +152,17 @@ class BatchTransform:
         return int(torch.randint(0, 2**62, (), generator=self._generator))
 
     def __call__(self, samples) -> dict[str, Any]:
-        images, labels = collate_images(samples, keep_size=self.seed is not None)  # training batches keep their size
+        keep_size = self.seed is not None  # training batches keep their size
+        first = next((s for s in samples if s is not None), None)
+        if first is not None and isinstance(first[0], bytes):  # encoded: decoded on the device
+            encoded, labels = collate_encoded(samples, keep_size=keep_size)
+            batch: dict[str, Any] = {"encoded": encoded, "transform": self.name, "labels": labels}
+            batch["keep_size"] = keep_size
+            seed = self._batch_seed()
+            if seed is not None:
+                batch["seed"] = seed
+            return batch
+        images, labels = collate_images(samples, keep_size=keep_size)
         return self.finish(images, labels, self._batch_seed())
 
     def finish(self, images: torch.Tensor, labels: torch.Tensor, seed: int | None) -> dict[str, Any]:
@@ -201,6 +213,12 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     detail). ``augment_on``: ``"loader"`` (in the DataLoader
     workers), ``"device"`` (in ``on_after_batch_transfer``) or ``"auto"`` (device on GPU or without
     workers, loader otherwise); it changes the speed, not the views.
+
+    ``decode_on`` (``source="folder"``): ``"loader"`` decodes each file in the DataLoader workers;
+    ``"device"`` has the workers only read the files' bytes and decodes whole batches on the device
+    (:func:`~lightning_transfer.data.decode.decode_batch`: one nvJPEG call for a batch of JPEGs on a
+    GPU), then augments there too; ``"auto"``: the device on a CUDA trainer, the loader otherwise.
+    Unlike ``augment_on`` it may change pixels by a level or two (nvJPEG's IDCT, resizing on the GPU).
     """
 
     def __init__(
@@ -225,6 +243,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         subset_seed: int | None = None,
         augment: dict | None = None,
         augment_on: str = "auto",
+        decode_on: str = "auto",
         knn_bank_size: int = 5000,
         download: bool = True,
         hf_name: str | None = None,
@@ -242,6 +261,12 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
             raise UserInputError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if augment_on not in ("auto", "loader", "device"):
             raise UserInputError(f"augment_on must be auto, loader or device, got {augment_on!r}")
+        if decode_on not in ("auto", "loader", "device"):
+            raise UserInputError(f"decode_on must be auto, loader or device, got {decode_on!r}")
+        if decode_on == "device" and (source != "folder" or augment_on == "loader"):
+            raise UserInputError(
+                "decode_on=device needs source=folder and the augmentation on the device (augment_on auto or device)"
+            )
         if labels_per_class is not None and label_fraction is not None:
             raise UserInputError("set labels_per_class or label_fraction, not both")
         if unlabeled_root is not None and source != "folder":
@@ -273,7 +298,15 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
     def eval_transform(self) -> EvalTransform:
         return EvalTransform(self.image_size, mean=self.mean, std=self.std)
 
+    def _decode_on_device(self) -> bool:
+        if self.hparams.source != "folder" or self.hparams.decode_on == "loader":
+            return False
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return self.hparams.decode_on == "device" or (on_cuda and self.hparams.augment_on != "loader")
+
     def _augment_on_device(self) -> bool:
+        if self._decode_on_device():
+            return True
         if self.hparams.augment_on != "auto":
             return self.hparams.augment_on == "device"
         on_gpu = self.trainer is not None and self.trainer.strategy.root_device.type != "cpu"
@@ -291,7 +324,7 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
             return self._load_torchvision(source, root)
         if source == "folder":
             unlabeled = self.hparams.unlabeled_root if self.hparams.mode == "simclr" else None
-            dataset = ImageFolderDataset(root, c, size, unlabeled_root=unlabeled)
+            dataset = ImageFolderDataset(root, c, size, unlabeled_root=unlabeled, decode=not self._decode_on_device())
             self.class_names = dataset.classes
             return dataset, None, dataset.labels
         return self._load_hf()
@@ -504,6 +537,13 @@ class ImageDataModule(AttributeHparams, pl.LightningDataModule):
         return self.hparams.eval_batch_size or self.hparams.batch_size
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if isinstance(batch, dict) and "encoded" in batch:  # decode_on=device: decode the batch here
+            device = batch["labels"].device
+            size = self.hparams.decode_size or self.image_size
+            images, labels = decode_encoded(
+                batch["encoded"], batch["labels"], self.num_channels, size, device, keep_size=batch["keep_size"]
+            )
+            batch = {"raw": images, "labels": labels, "transform": batch["transform"], "seed": batch.get("seed")}
         if isinstance(batch, dict) and "raw" in batch:  # deferred: transform on the device
             transform = self._device_transforms(batch["raw"].device)[batch["transform"]]
             out = transform.apply(batch["raw"], batch["labels"], batch.get("seed"))
