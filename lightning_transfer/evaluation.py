@@ -5,6 +5,8 @@
   loop, and the standard way SimCLR and its successors report representation quality.
 - :func:`knn_predict`: the weighted kNN vote (Wu et al. 2018) that ``SimCLRModule`` uses as its
   validation monitor.
+- :class:`WeightedMean`: a running mean over the tokens or samples of an epoch, updated without
+  reading anything on the host (training metrics that cost no host-device synchronization).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import Metric
 
 
 @torch.no_grad()
@@ -94,3 +97,33 @@ def knn_predict(
         sims, idx = (query @ bank.T).topk(min(k, bank.shape[0]), dim=1)
         votes = torch.zeros(query.shape[0], num_classes, device=query.device, dtype=sims.dtype)
         return votes.scatter_add_(1, bank_labels[idx], (sims / temperature).exp())
+
+
+class WeightedMean(Metric):
+    """Running ``sum(values) / sum(weights)`` over an epoch, summed over processes under DDP: the mean
+    over every token (or sample) seen, however the batches were sized.
+
+    ``update(value_sum, weight)``: a batch's summed value (a tensor, e.g. the loss summed over its N
+    tokens, or its number of correct predictions) and how many it covers (a tensor or a Python
+    number, e.g. N). Neither is read on the host, so an update never waits for the device;
+    torchmetrics' ``MeanMetric`` checks every update for NaN with a host-side branch, one
+    host-device synchronization per update (and ignores the weights with ``nan_strategy="disable"``).
+    A NaN or infinite value makes the result NaN or infinite instead of being dropped. Before any
+    weight, :meth:`compute` gives NaN (0 / 0).
+    """
+
+    full_state_update = False
+    total: torch.Tensor
+    weight: torch.Tensor
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_state("total", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("weight", default=torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value_sum: torch.Tensor, weight: torch.Tensor | float) -> None:
+        self.total += value_sum.detach().sum().to(self.total.dtype)
+        self.weight += weight.detach().sum().to(self.weight.dtype) if isinstance(weight, torch.Tensor) else weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.weight

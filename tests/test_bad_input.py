@@ -217,7 +217,7 @@ def unknown_image_source(tmp):
     ImageDataModule(source="imagenet22k")
 
 
-def nan_loss(tmp, keep: list | None = None):
+def nan_loss(tmp, keep: list | None = None, check_every_n_steps: int | None = None):
     class Diverging(pl.LightningModule):
         def __init__(self):
             super().__init__()
@@ -231,7 +231,7 @@ def nan_loss(tmp, keep: list | None = None):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
     trainer = pl.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[StopOnNonFiniteLoss()])
+                         enable_model_summary=False, callbacks=[StopOnNonFiniteLoss(check_every_n_steps)])
     module = Diverging()
     if keep is not None:
         keep.append(module)
@@ -284,10 +284,10 @@ def test_bad_input_raises_one_line_user_input_error(case, message, tmp_path):
     assert "\n" not in text.strip(), text
 
 
-def test_nan_loss_stops_before_the_bad_step_reaches_the_weights(tmp_path):
+def test_nan_loss_checked_every_step_stops_before_the_bad_step_reaches_the_weights(tmp_path):
     kept = []
-    with pytest.raises(NonFiniteLossError, match="before this step changed the weights"):
-        nan_loss(tmp_path, kept)
+    with pytest.raises(NonFiniteLossError, match="at step 2 .*before this step changed the weights"):
+        nan_loss(tmp_path, kept, check_every_n_steps=1)
     assert all(torch.isfinite(p).all() for p in kept[0].parameters())
 
 

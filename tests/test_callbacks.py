@@ -410,3 +410,62 @@ def test_embedding_projection_plot_skips_bert_pretraining_and_embeds_text_within
     assert fit(module, data, tmp_path / "half", limit_val_batches=0.5).path.is_file() and seen[-1] == 4
     with pytest.warns(UserWarning, match="limit_val_batches=0"):
         assert fit(module, data, tmp_path / "none", limit_val_batches=0).path is None
+
+
+class _NaNAtStep(pl.LightningModule):
+    """A linear model whose loss is NaN at one optimizer step."""
+
+    def __init__(self, bad_step: int):
+        super().__init__()
+        self.layer, self.bad_step = torch.nn.Linear(2, 1), bad_step
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch).mean()
+        return loss * float("nan") if self.global_step == self.bad_step else loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _fit_nan_at_step_2(tmp_path, callbacks, log_every_n_steps=50):
+    trainer = pl.Trainer(accelerator="cpu", max_steps=8, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         log_every_n_steps=log_every_n_steps, callbacks=callbacks, default_root_dir=tmp_path)
+    trainer.fit(_NaNAtStep(bad_step=2), DataLoader(torch.randn(32, 2), batch_size=2))
+
+
+def test_non_finite_loss_read_every_n_steps_names_the_first_bad_step_when_it_is_read(tmp_path):
+    """Between reads the check stays on the device; the read at the end of step 3 (every 4 steps,
+    here the Trainer's log_every_n_steps) still names step 2, its epoch and batch, and its value."""
+    from lightning_transfer.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 2 \(epoch 0, batch 2\); training stopped 1 step"):
+        _fit_nan_at_step_2(tmp_path, [StopOnNonFiniteLoss()], log_every_n_steps=4)
+    with pytest.raises(NonFiniteLossError, match=r"at step 2 .* 1 step\(s\) later, at its check"):
+        _fit_nan_at_step_2(tmp_path, [StopOnNonFiniteLoss(check_every_n_steps=4)])
+
+
+def test_non_finite_loss_is_read_before_any_checkpoint_so_every_checkpoint_written_predates_it(tmp_path):
+    """A checkpoint after every step, the record read every 50 steps only: the save after the bad step
+    raises instead of writing, so the files on disk are those of steps 1 and 2, finite."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from lightning_transfer.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+
+    every_step = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{step}", every_n_train_steps=1, save_top_k=-1,
+                                 monitor=None)
+    with pytest.raises(NonFiniteLossError, match="at step 2 .*before a checkpoint with weights trained on it was written"):
+        _fit_nan_at_step_2(tmp_path, [StopOnNonFiniteLoss(), every_step])
+    saved = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    assert saved == ["step=1.ckpt", "step=2.ckpt"]  # after steps 0 and 1; none after the bad step 2
+    for name in saved:
+        weights = torch.load(tmp_path / "ckpt" / name, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_non_finite_loss_check_every_n_steps_must_be_a_positive_integer():
+    from lightning_transfer.callbacks import StopOnNonFiniteLoss
+    from lightning_transfer.errors import UserInputError
+
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(UserInputError, match="check_every_n_steps"):
+            StopOnNonFiniteLoss(check_every_n_steps=bad)

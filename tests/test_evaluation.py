@@ -1,11 +1,11 @@
-"""Frozen-feature evaluation: the weighted kNN vote against a naive reference, also under autocast."""
+"""Frozen-feature evaluation: the weighted kNN vote against a naive reference, also under autocast; WeightedMean."""
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_transfer.evaluation import knn_predict
+from lightning_transfer.evaluation import WeightedMean, knn_predict
 from tests.helpers.knn import naive_knn_scores
 
 
@@ -40,3 +40,21 @@ def test_knn_predict_caps_k_at_the_bank_size():
     bank, query, labels = torch.randn(5, 4, generator=g), torch.randn(3, 4, generator=g), torch.tensor([0, 1, 1, 2, 0])
     scores = knn_predict(query, bank, labels, 3, k=200, temperature=0.2)
     torch.testing.assert_close(scores, naive_knn_scores(query, bank, labels, 3, 5, 0.2), rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_mean_is_the_mean_over_every_item_of_unequal_batches():
+    """Batches of 1, 5 and 14 items: the mean over all 20 items (not of the three batch means), with
+    tensor and Python weights alike; reset starts over; a NaN is kept, not dropped."""
+    torch.manual_seed(0)
+    values = [torch.rand(n) for n in (1, 5, 14)]
+    metric = WeightedMean()
+    for i, v in enumerate(values):
+        metric.update(v.sum(), torch.tensor(len(v)) if i % 2 else len(v))
+    everything = torch.cat(values)
+    assert metric.compute().item() == pytest.approx(everything.mean().item(), rel=1e-6)
+    assert abs(everything.mean() - torch.stack([v.mean() for v in values]).mean()) > 0.01  # the two means differ
+    metric.reset()
+    metric.update(torch.tensor(3.0), 2)
+    assert metric.compute().item() == 1.5
+    metric.update(torch.tensor(float("nan")), 1)
+    assert math.isnan(metric.compute().item())

@@ -6,8 +6,8 @@
   every recipe (``configs/base/callbacks.yaml``); :class:`LatestCheckpoint` keeps the newest state in
   ``last.ckpt`` next to it.
 - :mod:`~lightning_transfer.callbacks.non_finite_loss`: :class:`StopOnNonFiniteLoss` stops a run whose
-  loss became NaN or infinite before that loss can reach the weights, so the checkpoints already
-  written stay good.
+  loss became NaN or infinite before any checkpoint holds weights trained on it, checking on the device
+  (no host-device synchronization per step).
 - :mod:`~lightning_transfer.callbacks.predictions`: :class:`PredictionWriter` writes what
   :meth:`FineTuneModule.predict_step <lightning_transfer.modules.finetune.FineTuneModule.predict_step>`
   returns to a CSV file.

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 import lightning.pytorch as pl
+import torch
 
 
 class ThroughputReport(pl.Callback):
@@ -16,7 +17,9 @@ class ThroughputReport(pl.Callback):
     (non-padding tokens) over all processes, plus the peak CUDA memory of this process.
 
     The first ``warmup_steps`` steps are not timed (allocator growth, cuDNN autotuning, compilation);
-    the device is synchronized at both ends of the timed window. At the end of ``fit`` process 0
+    the device is synchronized at both ends of the timed window, and only there: in between, the
+    token count is summed on the device (:meth:`batch_counts_on_device`), so the report adds no host-device
+    synchronization to the steps it times. At the end of ``fit`` process 0
     prints one line ``throughput: steps=... samples/s=... tokens/s=... peak_mem_gib=...`` and the values
     stay in :attr:`summary`. Add it with ``--trainer.callbacks+=lightning_transfer.callbacks.ThroughputReport``.
 
@@ -30,33 +33,39 @@ class ThroughputReport(pl.Callback):
         self.warmup_steps, self.label = warmup_steps, label
         self.summary: dict[str, float] = {}
         self._start: float | None = None
-        self._steps = self._samples = self._tokens = 0
+        self._steps = self._samples = 0
+        self._tokens: torch.Tensor | int = 0  # a device tensor once a batch has an attention_mask
 
     @staticmethod
     def _sync(pl_module: pl.LightningModule) -> None:
-        import torch
-
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
 
     @staticmethod
-    def batch_counts(batch: Any) -> tuple[int, int]:
-        """(samples, tokens) of one of our batches; tokens is 0 for images."""
+    def batch_counts_on_device(batch: Any) -> tuple[int, torch.Tensor | int]:
+        """(samples, tokens) of one of our batches, without reading the device: samples from the
+        shapes, tokens (non-padding) as a tensor on the batch's device when it has an
+        ``attention_mask``, else from the shape (``input_ids.numel()``; 0 for images)."""
         if isinstance(batch, dict):
             if "views" in batch:
                 return len(batch["views"][0]), 0
             if "input_ids" in batch:
                 mask = batch.get("attention_mask")
-                tokens = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+                tokens = mask.sum() if mask is not None else batch["input_ids"].numel()
                 return batch["input_ids"].shape[0], tokens
             for key in ("images", "raw", "labels"):
                 if key in batch:
                     return len(batch[key]), 0
         return (len(batch[0]) if isinstance(batch, (list, tuple)) else len(batch)), 0
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
+    @staticmethod
+    def batch_counts(batch: Any) -> tuple[int, int]:
+        """(samples, tokens) of one of our batches as Python ints (reads the token count back from
+        the device: use :meth:`batch_counts_on_device` inside a training loop); tokens is 0 for images."""
+        samples, tokens = ThroughputReport.batch_counts_on_device(batch)
+        return samples, int(tokens)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start, self._steps, self._samples, self._tokens = None, 0, 0, 0
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
@@ -72,22 +81,21 @@ class ThroughputReport(pl.Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self._start is not None:
-            samples, tokens = self.batch_counts(batch)
+            samples, tokens = self.batch_counts_on_device(batch)
             self._steps, self._samples, self._tokens = self._steps + 1, self._samples + samples, self._tokens + tokens
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        import torch
-
         if self._start is None or not self._steps:
             return
         self._sync(pl_module)
         elapsed = time.perf_counter() - self._start
         world = trainer.world_size
+        tokens = int(self._tokens)  # read once, after the timed window
         self.summary = {
             "steps": self._steps,
             "seconds": elapsed,
             "samples_per_s": self._samples * world / elapsed,
-            "tokens_per_s": self._tokens * world / elapsed,
+            "tokens_per_s": tokens * world / elapsed,
         }
         if pl_module.device.type == "cuda":
             self.summary["peak_mem_gib"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
@@ -141,8 +149,6 @@ class HostSyncCounter(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         import warnings
 
-        import torch
-
         self._syncs = self._steps = 0
         if pl_module.device.type != "cuda":
             return
@@ -180,8 +186,6 @@ class HostSyncCounter(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         import warnings
-
-        import torch
 
         if self._previous is not None:
             torch.cuda.set_sync_debug_mode("default")

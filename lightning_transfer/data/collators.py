@@ -3,6 +3,12 @@
 - :class:`PretrainingCollator`: pads pretraining examples and masks them anew on every call
   (dynamic MLM masking, :mod:`lightning_transfer.data.masking`), from a seeded generator;
 - :class:`ClassificationCollator`: pads fine-tuning examples and stacks their labels.
+
+What only the data knows is worked out here, on the host, so that the training step never has to
+read a tensor's values back from the device to learn it (a host-device synchronization): whether any
+row is padded (:func:`attention_mask_for`: no ``attention_mask`` when none is, and the encoder attends
+everywhere without building a mask) and where the MLM labels are (``mlm_positions``, whose length is
+the number of selected tokens).
 """
 
 from __future__ import annotations
@@ -29,13 +35,33 @@ def _pad(rows: Sequence[Any], value: int, length: int) -> torch.Tensor:
     return out
 
 
+def attention_mask_for(lengths: Sequence[int], length: int) -> torch.Tensor | None:
+    """int64 ``B x length``, 1 for the first ``lengths[i]`` positions of row ``i`` and 0 at the padding
+    after them; ``None`` when no row is padded (every length is ``length``), which the models read as
+    "attend everywhere" (decided here from Python ints: the training step need not look)."""
+    if all(n == length for n in lengths):
+        return None
+    return (torch.arange(length)[None, :] < torch.tensor(lengths)[:, None]).long()
+
+
+def label_positions(labels: torch.Tensor) -> torch.Tensor:
+    """int64 ``N``: the flat indices (row-major, into ``labels.flatten()``) of the positions with a
+    label (not -100), ascending; ``N`` is the number of tokens selected for prediction."""
+    from lightning_transfer.data.masking import IGNORE_INDEX
+
+    return torch.nonzero(labels.flatten() != IGNORE_INDEX).squeeze(1)
+
+
 class PretrainingCollator:
     """Pads a list of pretraining examples and masks them anew on every call.
 
     Output (Hugging Face key names), all ``int64`` ``B x L`` with ``L`` the longest example:
-    ``input_ids`` (masked), ``attention_mask`` (0 at padding), ``token_type_ids``, ``labels`` (the
-    original id where a token was selected for prediction, -100 elsewhere; never at special tokens or
-    padding), plus ``next_sentence_label`` (``B``) when the examples have it.
+    ``input_ids`` (masked), ``attention_mask`` (0 at padding; left out when no row is padded, see
+    :func:`attention_mask_for`), ``token_type_ids``, ``labels`` (the original id where a token was selected
+    for prediction, -100 elsewhere; never at special tokens or padding), plus ``next_sentence_label``
+    (``B``) when the examples have it, and ``mlm_positions`` (int64 ``N``, :func:`label_positions`:
+    where ``labels`` is not -100, so that the model gathers those rows without asking the device how
+    many there are).
 
     Randomness: a ``torch.Generator`` per process, seeded from (``seed``, the DataLoader worker seed,
     the distributed rank). PyTorch derives the worker seed from the DataLoader's ``generator`` anew for
@@ -87,13 +113,11 @@ class PretrainingCollator:
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         from lightning_transfer.data.masking import mask_tokens, mask_whole_words
 
-        length = max(len(e["input_ids"]) for e in examples)
+        lengths = [len(e["input_ids"]) for e in examples]
+        length = max(lengths)
         input_ids = _pad([e["input_ids"] for e in examples], self.pad_id, length)
         special = _pad([e["special_tokens_mask"] for e in examples], 1, length).bool()
         token_type_ids = _pad([e["token_type_ids"] for e in examples], 0, length)
-        attention_mask = (
-            torch.arange(length)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]
-        ).long()
         generator = self._next_generator(input_ids)
         if self.whole_word_masking:
             word_ids = _pad([e["word_ids"] for e in examples], -1, length)
@@ -104,12 +128,11 @@ class PretrainingCollator:
             inputs, labels = mask_tokens(
                 input_ids, special, self.mask_id, self.vocab_size, self.mlm_probability, generator=generator
             )
-        batch = {
-            "input_ids": inputs,
-            "attention_mask": attention_mask,
-            "token_type_ids": token_type_ids,
-            "labels": labels,
-        }
+        batch = {"input_ids": inputs, "token_type_ids": token_type_ids, "labels": labels}
+        mask = attention_mask_for(lengths, length)
+        if mask is not None:
+            batch["attention_mask"] = mask
+        batch["mlm_positions"] = label_positions(labels)
         if "next_sentence_label" in examples[0]:
             batch["next_sentence_label"] = torch.tensor(
                 [int(e["next_sentence_label"]) for e in examples], dtype=torch.long
@@ -118,21 +141,25 @@ class PretrainingCollator:
 
 
 class ClassificationCollator:
-    """Pads tokenized classification examples: ``input_ids`` (pad id), ``attention_mask``,
-    ``token_type_ids`` (``B x L``, int64) and ``labels`` (``B``, int64 class ids)."""
+    """Pads tokenized classification examples: ``input_ids`` (pad id), ``attention_mask`` (left out
+    when no row is padded, see :func:`attention_mask_for`), ``token_type_ids`` (``B x L``, int64) and
+    ``labels`` (``B``, int64 class ids)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
 
     def __call__(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        length = max(len(e["input_ids"]) for e in examples)
-        lengths = torch.tensor([len(e["input_ids"]) for e in examples])
-        return {
+        lengths = [len(e["input_ids"]) for e in examples]
+        length = max(lengths)
+        batch = {
             "input_ids": _pad([e["input_ids"] for e in examples], self.pad_id, length),
-            "attention_mask": (torch.arange(length)[None, :] < lengths[:, None]).long(),
             "token_type_ids": _pad([e["token_type_ids"] for e in examples], 0, length),
             "labels": torch.tensor([int(e["labels"]) for e in examples], dtype=torch.long),
         }
+        mask = attention_mask_for(lengths, length)
+        if mask is not None:
+            batch["attention_mask"] = mask
+        return batch
 
 
-__all__ = ["ClassificationCollator", "PretrainingCollator"]
+__all__ = ["ClassificationCollator", "PretrainingCollator", "attention_mask_for", "label_positions"]

@@ -224,6 +224,12 @@ class BertModel(nn.Module):
         tokens; ``None`` attends everywhere. Padded positions still get (meaningless) hidden states; a
         row whose mask is all zeros gives finite values, never NaN. ``token_type_ids``: ``B x L`` of
         segment ids, zeros when ``None``.
+
+        A given mask is applied whatever its values: the forward never reads a tensor's values on the
+        host, so it never waits for the device (an all-ones mask gives the same hidden states as
+        ``None``). Pass ``None`` when nothing is padded, as the collators do for such batches
+        (:mod:`~lightning_transfer.data.collators`, which know it on the host): no mask to build, add
+        and differentiate through, and SDPA may pick its fastest kernels.
         """
         require(input_ids.dim() == 2, f"input_ids must be batch x length, got shape {tuple(input_ids.shape)}")
         require(
@@ -234,8 +240,6 @@ class BertModel(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # B x 1 x 1 x L
-        if keep is not None and not torch.compiler.is_compiling() and bool(keep.all()):
-            keep = None  # nothing padded (packed batches): no mask to build, add and differentiate through
         return self.encoder(self.embeddings(input_ids, token_type_ids), keep)
 
     def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -312,10 +316,12 @@ class BertForPretraining(nn.Module):
     labels only::
 
         hidden = model.bert(input_ids, attention_mask, token_type_ids)   # B x L x H
-        selected = labels != -100                                         # B x L bool
-        mlm = model.mlm_logits(hidden, selected)                          # N x V, N = selected.sum()
-        loss = F.cross_entropy(mlm.float(), labels[selected])
+        positions = (labels != -100).flatten().nonzero().squeeze(1)       # N flat indices
+        mlm = model.mlm_logits(hidden, positions)                         # N x V
+        loss = F.cross_entropy(mlm.float(), labels.flatten()[positions])
         nsp = model.nsp_logits(hidden)                                    # B x 2
+
+    (``nonzero`` waits for the device to know ``N``; the collator computes the positions on the host.)
     """
 
     hf_architecture = "BertForPreTraining"
@@ -335,19 +341,31 @@ class BertForPretraining(nn.Module):
     def mlm_logits(self, hidden: torch.Tensor, masked_positions: torch.Tensor | None = None) -> torch.Tensor:
         """Masked-LM logits.
 
-        ``hidden``: ``B x L x H`` from ``self.bert``. ``masked_positions``: bool ``B x L``; the rows
-        ``hidden[masked_positions]`` (row-major order, the same order as ``labels[masked_positions]``)
-        are gathered BEFORE the transform and the vocabulary projection, giving ``N x vocab_size``.
-        ``None`` computes every position: ``B x L x vocab_size``. Boolean indexing synchronizes with
-        the device once (the count ``N`` is data dependent).
+        ``hidden``: ``B x L x H`` from ``self.bert``. ``masked_positions`` selects the rows gathered
+        BEFORE the transform and the vocabulary projection, giving ``N x vocab_size``, in row-major
+        order (the order of ``labels[labels != -100]``):
+
+        - int64 ``N``: flat indices into the ``B * L`` positions (``(labels != -100).flatten().nonzero()``,
+          what :class:`~lightning_transfer.data.collators.PretrainingCollator` puts in a batch as
+          ``mlm_positions``). ``N`` is then known on the host: no synchronization with the device.
+        - bool ``B x L`` (``labels != -100``): boolean indexing, which synchronizes with the device once
+          (the count ``N`` is data dependent).
+
+        ``None`` computes every position: ``B x L x vocab_size``.
         """
         if masked_positions is not None:
+            is_mask = masked_positions.dtype == torch.bool and masked_positions.shape == hidden.shape[:2]
+            is_index = masked_positions.dim() == 1 and masked_positions.dtype in (torch.int64, torch.int32)
             require(
-                masked_positions.dtype == torch.bool and masked_positions.shape == hidden.shape[:2],
-                f"masked_positions must be a bool tensor of shape {tuple(hidden.shape[:2])}, got "
-                f"{masked_positions.dtype} {tuple(masked_positions.shape)}; pass labels != -100",
+                is_mask or is_index,
+                f"masked_positions must be int64 flat indices (N) or a bool tensor of shape "
+                f"{tuple(hidden.shape[:2])}, got {masked_positions.dtype} {tuple(masked_positions.shape)}; "
+                "pass labels != -100",
             )
-            hidden = hidden[masked_positions]  # N x H
+            if is_mask:
+                hidden = hidden[masked_positions]  # N x H (N read from the device)
+            else:
+                hidden = hidden.flatten(0, 1).index_select(0, masked_positions)  # N x H
         return self.cls["predictions"](hidden, self.bert.embeddings.word_embeddings.weight)
 
     def nsp_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_transfer.data.masking import IGNORE_INDEX
 from lightning_transfer.data.sources import resolve_path
 from lightning_transfer.distributed import is_distributed, world_size
 from lightning_transfer.errors import UserInputError, require
+from lightning_transfer.evaluation import WeightedMean
 from lightning_transfer.models.bert import ACTIVATIONS, BertConfig, BertForPretraining, BertModel
 from lightning_transfer.models.encoder_config import BERT_FIELDS
 from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 REQUIRED_KEYS = ("input_ids", "labels")
 
 
-class ExpOfMean(MeanMetric):
+class ExpOfMean(WeightedMean):
     """``exp`` of a (weighted) running mean: the perplexity of a mean cross-entropy. Taking the exp
     after the token-weighted mean over the epoch (and over processes) gives the corpus perplexity,
     which the mean of per-batch perplexities is not."""
@@ -72,7 +73,15 @@ class BertPretrainModule(OptimizedModule):
     Batches are dicts with Hugging Face key names (``TextPretrainDataModule`` makes them):
     ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64 ``B x L``), ``labels`` (``B x L``, the
     original id at positions selected for prediction, -100 elsewhere) and, when ``nsp=True``,
-    ``next_sentence_label`` (``B``; 0 = the true next segment, 1 = a random one).
+    ``next_sentence_label`` (``B``; 0 = the true next segment, 1 = a random one). Optional:
+    ``mlm_positions`` (int64 ``N``, the flat indices where ``labels`` is not -100, which the collator
+    computes on the host; without it the step finds them itself, which waits for the device once).
+
+    A training step never reads a tensor's value on the host (no host-device synchronization), given
+    ``mlm_positions``: the count of selected tokens comes from its shape, the DDP loss normaliser stays
+    a tensor, the metrics update on the device and ``train/loss`` is not shown on the progress bar
+    (Lightning reads progress-bar values with ``.item()`` after every step; loggers get it every
+    ``log_every_n_steps``).
 
     Args:
         vocab_size ... initializer_range: the :class:`~lightning_transfer.models.bert.BertConfig`
@@ -105,8 +114,9 @@ class BertPretrainModule(OptimizedModule):
 
     Logged (torchmetrics, correct under DDP), for ``train`` and ``val``: ``{stage}/mlm_loss``
     (token-level mean over the epoch), ``{stage}/mlm_acc``, ``{stage}/mlm_ppl`` (``exp`` of the epoch's
-    mean MLM loss), ``{stage}/nsp_loss`` and ``{stage}/nsp_acc`` (NSP on); ``train/loss`` every step,
-    ``val/loss`` (``val/mlm_loss + nsp_weight * val/nsp_loss``) per epoch.
+    mean MLM loss), ``{stage}/nsp_loss`` and ``{stage}/nsp_acc`` (NSP on); ``train/loss`` every step
+    (to the loggers every ``log_every_n_steps``), ``val/loss`` (``val/mlm_loss + nsp_weight *
+    val/nsp_loss``) per epoch. The epoch-level ones are on the progress bar.
 
     Bad arguments, a tokenizer whose vocabulary differs from the model's, and ``nsp=True`` with data
     without NSP labels raise :class:`~lightning_transfer.errors.UserInputError`.
@@ -222,13 +232,15 @@ class BertPretrainModule(OptimizedModule):
 
     @staticmethod
     def _stage_metrics() -> nn.ModuleDict:
+        # Updated on the device only (no host-device synchronization per step): WeightedMean, and an
+        # accuracy without torchmetrics' argument checks, which read the targets' values on the host.
         return nn.ModuleDict(
             {
-                "mlm_loss": MeanMetric(),
+                "mlm_loss": WeightedMean(),
                 "mlm_ppl": ExpOfMean(),
-                "mlm_acc": MeanMetric(),
-                "nsp_loss": MeanMetric(),
-                "nsp_acc": MulticlassAccuracy(2, average="micro"),
+                "mlm_acc": WeightedMean(),
+                "nsp_loss": WeightedMean(),
+                "nsp_acc": MulticlassAccuracy(2, average="micro", validate_args=False),
             }
         )
 
@@ -354,7 +366,9 @@ class BertPretrainModule(OptimizedModule):
         """The MLM (+ NSP) losses of one batch, without logging (see :class:`PretrainingOutput`).
 
         Cross-entropies are computed in float32 whatever the autocast dtype. A batch without selected
-        tokens gives ``mlm_loss = 0`` (still connected to the graph), never NaN."""
+        tokens gives ``mlm_loss = 0`` (still connected to the graph), never NaN. The selected positions
+        are ``batch["mlm_positions"]`` when given (they must be where ``labels`` is not -100, ascending),
+        else found from ``labels`` (one wait for the device)."""
         missing = [key for key in REQUIRED_KEYS if key not in batch]
         require(
             not missing,
@@ -364,9 +378,11 @@ class BertPretrainModule(OptimizedModule):
         labels = batch["labels"]
         hidden = self.encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
         assert self.model is not None  # self.encoder above requires it
-        selected = labels != IGNORE_INDEX  # B x L
-        mlm_logits = self.model.mlm_logits(hidden, selected).float()  # N x V
-        mlm_labels = labels[selected]  # N
+        positions = batch.get("mlm_positions")  # N flat indices; N, its shape, is known on the host
+        if positions is None:
+            positions = torch.nonzero(labels.flatten() != IGNORE_INDEX).squeeze(1)  # waits for the device
+        mlm_logits = self.model.mlm_logits(hidden, positions).float()  # N x V
+        mlm_labels = labels.flatten().index_select(0, positions)  # N
         # sum / max(N, 1): the mean over selected tokens, and 0 (not 0/0) for a batch without any
         mlm_sum = F.cross_entropy(mlm_logits, mlm_labels, reduction="sum")
         mlm_loss = mlm_sum / max(mlm_labels.numel(), 1)
@@ -383,21 +399,27 @@ class BertPretrainModule(OptimizedModule):
             loss = loss + self.hparams.nsp_weight * nsp_loss
         return PretrainingOutput(loss, mlm_loss, mlm_logits, mlm_labels, nsp_loss, nsp_logits, nsp_labels)
 
-    def _mlm_denominator(self, count: int) -> float:
+    def _mlm_denominator(self, count: int) -> float | torch.Tensor:
         """What the MLM loss sum is divided by. One process: its selected-token count. Training under
         DDP: the mean count per process, so that DDP's averaging of gradients over processes gives the
         gradient of the mean over *all* selected tokens, as one process on the global batch would
-        (processes mask different numbers of tokens, so a mean of per-process means would not)."""
+        (processes mask different numbers of tokens, so a mean of per-process means would not).
+
+        Under DDP it is a float32 scalar tensor on this module's device: the all-reduced count is
+        never read on the host, so the step does not wait for the device (``torch.full`` writes the
+        count on the device; ``torch.tensor(..., device=...)`` would be a blocking copy)."""
         if not (self.training and is_distributed()):
             return float(max(count, 1))
-        total = torch.tensor([float(count)], device=self.device)
+        total = torch.full((), float(count), device=self.device)
         torch.distributed.all_reduce(total)
-        return max(total.item(), 1.0) / world_size()
+        return total.clamp(min=1.0) / world_size()
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         out = self.pretraining_losses(batch)
         self._update_metrics("train", out)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        # Not on the progress bar: Lightning reads every progress-bar value with .item() after each step
+        # (a host-device synchronization); the loggers get it every log_every_n_steps.
+        self.log("train/loss", out.loss, batch_size=batch["input_ids"].shape[0])
         return out.loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
@@ -407,17 +429,17 @@ class BertPretrainModule(OptimizedModule):
         """Token-weighted MLM means (so the epoch value is the mean over all selected tokens of all
         processes) and pair-level NSP means; Lightning computes and resets them each epoch."""
         metrics = getattr(self, f"{stage}_metrics")
-        num = out.mlm_labels.numel()
+        num = out.mlm_labels.numel()  # from the shape: no wait for the device
         if num:
-            mlm_loss = out.mlm_loss.detach()
-            metrics["mlm_loss"].update(mlm_loss, num)
-            metrics["mlm_ppl"].update(mlm_loss, num)
-            metrics["mlm_acc"].update((out.mlm_logits.detach().argmax(-1) == out.mlm_labels).float())
+            mlm_loss_sum = out.mlm_loss.detach() * num
+            metrics["mlm_loss"].update(mlm_loss_sum, num)
+            metrics["mlm_ppl"].update(mlm_loss_sum, num)
+            metrics["mlm_acc"].update((out.mlm_logits.detach().argmax(-1) == out.mlm_labels).sum(), num)
         for name in ("mlm_loss", "mlm_ppl", "mlm_acc"):
             self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True, prog_bar=name == "mlm_loss")
         if out.nsp_loss is not None:
             assert out.nsp_labels is not None and out.nsp_logits is not None  # set together with nsp_loss
-            metrics["nsp_loss"].update(out.nsp_loss.detach(), out.nsp_labels.numel())
+            metrics["nsp_loss"].update(out.nsp_loss.detach() * out.nsp_labels.numel(), out.nsp_labels.numel())
             metrics["nsp_acc"].update(out.nsp_logits.detach(), out.nsp_labels)
             for name in ("nsp_loss", "nsp_acc"):
                 self.log(f"{stage}/{name}", metrics[name], on_step=False, on_epoch=True)

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_transfer.data.collators import PretrainingCollator
+from lightning_transfer.data.collators import ClassificationCollator, PretrainingCollator
 
 CLS, SEP, PAD, MASK = 2, 3, 0, 4
 
@@ -82,3 +82,27 @@ def test_masks_are_reproducible_across_runs_and_new_every_epoch_with_workers():
     first, second = epochs(2), epochs(1)
     assert torch.equal(first[0], second[0])
     assert not torch.equal(first[0], first[1])
+
+
+def test_collators_leave_out_the_attention_mask_only_when_no_row_is_padded():
+    """Whether a batch is padded is known here, from the lengths: the model need not read it from the
+    device (no mask means attend everywhere, and SDPA may take its fastest kernels)."""
+    padded = _examples()
+    same_length = [dict(e, input_ids=e["input_ids"][:7], token_type_ids=e["token_type_ids"][:7],
+                        special_tokens_mask=e["special_tokens_mask"][:7], word_ids=e["word_ids"][:7]) for e in padded]
+    collate = PretrainingCollator(PAD, MASK, 100, seed=0)
+    assert "attention_mask" in collate(padded)
+    assert "attention_mask" not in collate(same_length)
+    classify = ClassificationCollator(PAD)
+    rows = [{"input_ids": e["input_ids"], "token_type_ids": e["token_type_ids"], "labels": i} for i, e in enumerate(padded)]
+    assert classify(rows)["attention_mask"].sum(1).tolist() == [14, 32, 9]
+    assert "attention_mask" not in classify([dict(r, input_ids=r["input_ids"][:5], token_type_ids=r["token_type_ids"][:5])
+                                             for r in rows])
+
+
+def test_pretraining_batches_carry_the_flat_positions_of_their_labels():
+    batch = PretrainingCollator(PAD, MASK, 100, mlm_probability=0.4, seed=2)(_examples())
+    positions = batch["mlm_positions"]
+    expected = [i for i, label in enumerate(batch["labels"].flatten().tolist()) if label != -100]
+    assert positions.dtype == torch.long and positions.tolist() == expected and len(expected) > 3
+    assert torch.equal(batch["labels"].flatten()[positions], batch["labels"][batch["labels"] != -100])

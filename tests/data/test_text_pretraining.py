@@ -59,7 +59,8 @@ def test_datamodule_nsp_true_next_b_follows_a_in_the_document(tmp_path, corpus_f
             checked += 1
     assert checked >= 10
     batch = next(iter(dm.train_dataloader()))
-    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids", "labels", "next_sentence_label"}
+    # attention_mask only when a row is padded; mlm_positions: where labels != -100 (collators.py)
+    assert set(batch) - {"attention_mask"} == {"input_ids", "token_type_ids", "labels", "next_sentence_label", "mlm_positions"}
 
 
 def test_datamodule_splits_train_and_validation_by_document(tmp_path, corpus_file, tokenizer_dir):

@@ -139,8 +139,31 @@ def test_mlm_head_projects_only_the_selected_rows():
     assert rows_seen[0] == (3, 64)  # gathered before the transform and the vocabulary projection
     assert everywhere.shape == (4, 12, 100)
     torch.testing.assert_close(selected, everywhere[masked])
+    positions = masked.flatten().nonzero().squeeze(1)  # flat indices, as the collator gives them
+    with torch.no_grad():
+        assert torch.equal(model.mlm_logits(hidden, positions), selected)
     with pytest.raises(UserInputError, match="masked_positions"):
         model.mlm_logits(hidden, masked.long())
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_an_all_ones_attention_mask_gives_exactly_what_no_mask_gives(autocast):
+    """The forward applies any mask it is given (it never reads the mask's values on the host, which
+    would wait for the device): with nothing padded, the same hidden states and gradients, bit for bit,
+    in training mode with dropout, as without a mask (what the collators pass for unpadded batches)."""
+    model = BertModel(tiny_config(hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)).train()
+    input_ids, _, token_type_ids = padded_batch(100)
+    results = []
+    for mask in (None, torch.ones_like(input_ids)):
+        model.zero_grad()
+        torch.manual_seed(3)  # the same dropout masks
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            hidden = model(input_ids, mask, token_type_ids)
+        hidden.float().square().mean().backward()
+        results.append((hidden.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]))
+    (hidden_none, grads_none), (hidden_ones, grads_ones) = results
+    assert torch.equal(hidden_none, hidden_ones)
+    assert len(grads_none) == len(grads_ones) > 0 and all(torch.equal(a, b) for a, b in zip(grads_none, grads_ones))
 
 
 def test_pretraining_model_from_plain_bert_directory_initializes_tied_heads(tmp_path):
