@@ -126,19 +126,19 @@ def _make_plan(params: AugmentationParams, steps: Steps, chunk: int, height: int
     order = torch.argsort(chunk_id * 2048 + key, stable=True)
     p = _take(params, order)
     jitter_code = jitter_code[order]
-    order = order.to(device)
+    order = to_device(order, device)
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=device)
     gx, gy = crop_coordinates(p.boxes, steps.image_size, height, width, p.flip if steps.flip else None)
     return _Plan(
         order=order,
         inverse=inverse,
-        gx=gx.to(device, torch.float32),
-        gy=gy.to(device, torch.float32),
-        factors=p.factors.to(device).view(n, 4, 1, 1, 1),
-        sigma=p.sigma.to(device),
+        gx=to_device(gx.float(), device),
+        gy=to_device(gy.float(), device),
+        factors=to_device(p.factors, device).view(n, 4, 1, 1, 1),
+        sigma=to_device(p.sigma, device),
         solarize=p.solarize,
-        angle=p.angle.to(device) if steps.rotate else None,
+        angle=to_device(p.angle, device) if steps.rotate else None,
         jitter_runs=_runs_per_chunk(jitter_code, chunk),
         gray_runs=_runs_per_chunk(p.grayscale.long(), chunk),
         blur_runs=_runs_per_chunk(p.blur.long(), chunk),
@@ -165,8 +165,17 @@ def _colour_and_blur(x: torch.Tensor, plan: _Plan, steps: Steps, index: int, sta
     if steps.solarize:
         rows = plan.solarize[start : start + x.shape[0]].nonzero().squeeze(1)
         if rows.numel():
-            idx = rows.to(x.device)
+            idx = to_device(rows, x.device)
             x.index_copy_(0, idx, solarize_(x.index_select(0, idx)))
+
+
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A host-planned tensor on ``device``. To a GPU through pinned memory with ``non_blocking``: a
+    copy from pageable memory would make the host wait for the device (a synchronization per batch)."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device == device:
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 def _jitter_code(p: AugmentationParams) -> torch.Tensor:

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from lightning_transfer.data._augment_kernels import sample_resized_crop_boxes
-from lightning_transfer.data._augment_plan import Steps, augment_batch
+from lightning_transfer.data._augment_plan import Steps, augment_batch, to_device
 from lightning_transfer.errors import require
 
 __all__ = ["AugmentationParams", "EvalTransform", "SimCLRAugmentation", "blur_kernel_size", "two_views"]
@@ -264,7 +264,9 @@ def _mean_and_std(mean, std, channels: int, device) -> tuple[torch.Tensor, torch
     for name, v in (("mean", mean), ("std", std)):
         v = (0.5,) if v is None else tuple(v)
         require(len(v) in (1, channels), f"{name} needs 1 or {channels} values, got {len(v)}")
-        values.append(torch.tensor(v, dtype=torch.float32, device=device).expand(channels).reshape(1, channels, 1, 1))
+        values.append(
+            to_device(torch.tensor(v, dtype=torch.float32), device).expand(channels).reshape(1, channels, 1, 1)
+        )
     return values[0], values[1]
 
 
