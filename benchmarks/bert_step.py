@@ -76,7 +76,7 @@ def make_batch(size: Size, device: torch.device, seed: int = 0) -> dict[str, tor
     inputs, labels = mask_tokens(ids, special, mask_token_id=103, vocab_size=size.vocab, generator=g)
     token_type = torch.zeros(B, L, dtype=torch.long)
     token_type[:, half + 1:] = 1
-    batch = {"input_ids": inputs, "attention_mask": torch.ones(B, L, dtype=torch.long), "token_type_ids": token_type,
+    batch = {"input_ids": inputs, "token_type_ids": token_type,
              "labels": labels, "next_sentence_label": torch.randint(0, 2, (B,), generator=g)}
     return {key: value.to(device) for key, value in batch.items()}
 
@@ -91,6 +91,11 @@ def ours_step(size: Size, device: torch.device, batch, dtype: torch.dtype | None
         if not compiled:
             return None
     optimizer = build_optimizer("adamw", module.param_groups(), lr=1e-4, weight_decay=0.01)
+
+    from lightning_transfer.data.collators import label_positions
+
+    # what our collator adds: where the MLM labels are, found on the host (no device sync in the step)
+    batch = {**batch, "mlm_positions": label_positions(batch["labels"].cpu()).to(device)}
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
