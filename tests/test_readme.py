@@ -103,7 +103,7 @@ def run_command(command: str, cwd: Path, cache: Path) -> None:
         export.main(argv[3:])
         return
     assert argv[0] == "lightning-transfer", command
-    if argv[1] == "transfer":  # its own budget, verbatim
+    if argv[1] in ("transfer", "optimize"):  # transfer: its own budget; optimize: no Trainer; verbatim
         cli.main(argv[1:])
         return
     if "--trainer.accelerator" in argv and argv[argv.index("--trainer.accelerator") + 1] == "gpu":
@@ -114,6 +114,8 @@ def run_command(command: str, cwd: Path, cache: Path) -> None:
     pretraining_text = "configs/bert/" in command  # TextPretrainDataModule: keep its tokenized cache in the tmp dir
     if "fit_config.yaml" in command:
         extra = []  # a fit's resolved config: it already holds that fit's small sizes
+    elif pretraining_text and "litdata" in argv:
+        extra = []  # text shards: the sequence length was fixed when they were written
     elif pretraining_text or any(name in command for name in ("reviews_from", "sst2")):
         extra = SMALL_TEXT + (["--data.init_args.cache_dir", str(cache)] if pretraining_text else [])
     else:
@@ -151,6 +153,12 @@ def test_readme_bash_block_runs(block, workdir, capsys):
         for report in ("runs/my_images_report", "runs/my_texts_report"):
             assert "## Labels saved" in (workdir / report / "report.md").read_text()
             assert (workdir / report / "results.csv").read_text().startswith("init,labels_per_class,seed,test_accuracy")
+        return
+    if "lightning-transfer optimize" in block:  # shards written, then a fit streamed each
+        for shards in ("shards/my_images", "shards/my_texts"):
+            assert (workdir / shards / "lightning_transfer.json").is_file()
+        for run in ("runs/my_simclr_shards", "runs/my_bert_shards"):
+            assert list((workdir / run).glob("lightning_logs/version_*/checkpoints/last.ckpt")), f"no checkpoint in {run}"
         return
     if "my_images" in block:
         assert (workdir / "runs/my_simclr/encoder/encoder.safetensors").is_file()
