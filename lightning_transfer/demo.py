@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean
 
+from lightning_transfer.transfer.interrupt import EXIT_CODE, Interrupted
 from lightning_transfer.transfer.pipeline import run_command, status
 
 TASKS = ("mnist", "reviews")
@@ -175,7 +177,11 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.tasks:
         arguments = task_arguments(task, plans[task], args.output_dir, not args.no_progress)
         status(f"demo {task}: lightning-transfer transfer {' '.join(arguments)}")
-        records = run_command(arguments)
+        try:
+            records = run_command(arguments)
+        except Interrupted as err:  # Ctrl-C: the transfer's own line, and the demo run again resumes
+            print(f"lightning_transfer.demo: {err}", file=sys.stderr, flush=True)
+            sys.exit(EXIT_CODE)
         summary += [f"{task} (test accuracy, gain over scratch in points):", *gains(records)]
     print("\n".join(summary), flush=True)
     status(f"demo finished in {(time.time() - start) / 60:.1f} minutes; reports in {args.output_dir}/<task>/report.md")

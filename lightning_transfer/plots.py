@@ -7,10 +7,14 @@ and lets it go, so nothing leaks into a notebook's or a script's global pyplot s
 from __future__ import annotations
 
 import csv
+import statistics
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullLocator
 
 from lightning_transfer.errors import UserInputError, require
 
@@ -24,26 +28,67 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def plot_label_efficiency(results: list[dict], path: str | Path) -> Path:
-    """Test accuracy against labels per class (log scale), one panel per task and one line per
-    initialization. ``results`` holds records with ``task``, ``init``, ``labels_per_class`` and
-    ``test_accuracy`` (as :mod:`lightning_transfer.demo` writes them)."""
-    tasks = sorted({r["task"] for r in results})
-    fig = Figure(figsize=(5 * len(tasks), 4))
-    axes = fig.subplots(1, len(tasks), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
-        for init in sorted({r["init"] for r in results if r["task"] == task}):
-            rows = sorted(
-                (r for r in results if r["task"] == task and r["init"] == init), key=lambda r: r["labels_per_class"]
+# ----------------------------------------------------------------------------- label efficiency
+LABEL_EFFICIENCY_TITLE = "Label efficiency (mean ± std over seeds, band: min–max)"
+
+
+def accuracy_spread(accuracies: Sequence[float]) -> dict[str, float]:
+    """The spread of the test accuracies of one setting over its seeds: ``mean_accuracy``,
+    ``std_accuracy`` (the SAMPLE standard deviation, ``n - 1`` in the denominator; 0.0 for one value),
+    ``min_accuracy`` and ``max_accuracy``. Raises :class:`UserInputError` when there are none."""
+    values = [float(a) for a in accuracies]
+    require(len(values) > 0, "no test accuracy to summarize")
+    return {
+        "mean_accuracy": statistics.fmean(values),
+        "std_accuracy": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min_accuracy": min(values),
+        "max_accuracy": max(values),
+    }
+
+
+def label_efficiency_figure(results: Sequence[dict], title: str | None = None) -> Figure:
+    """The figure of :func:`plot_label_efficiency`."""
+    panels: dict[Any, dict[str, dict[int, list[float]]]] = {}
+    for r in results:
+        by_k = panels.setdefault(r.get("task"), {}).setdefault(str(r["init"]), {})
+        by_k.setdefault(int(r["labels_per_class"]), []).append(float(r["test_accuracy"]))
+    fig = Figure(figsize=(1.2 + 5.2 * max(1, len(panels)), 4.4))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (task, inits) in zip(axes, panels.items()):
+        for i, (init, by_k) in enumerate(inits.items()):
+            ks = sorted(by_k)
+            spread = [accuracy_spread(by_k[k]) for k in ks]
+            mean, std, low, high = (
+                [row[key] for row in spread]
+                for key in ("mean_accuracy", "std_accuracy", "min_accuracy", "max_accuracy")
             )
-            ax.plot([r["labels_per_class"] for r in rows], [r["test_accuracy"] for r in rows], marker="o", label=init)
+            ax.fill_between(ks, low, high, color=f"C{i % 10}", alpha=0.15, linewidth=0)
+            ax.errorbar(ks, mean, yerr=std, color=f"C{i % 10}", marker="o", capsize=3, label=init)
+        measured = sorted({k for by_k in inits.values() for k in by_k})
         ax.set_xscale("log")
+        ax.set_xticks(measured, [str(k) for k in measured])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.legend()
         ax.set_xlabel("labels per class")
         ax.set_ylabel("test accuracy")
-        ax.set_title(task)
+        ax.set_title(str(task) if task is not None else title or LABEL_EFFICIENCY_TITLE)
         ax.grid(alpha=0.3)
-        ax.legend()
-    return save_figure(fig, path)
+    if title and any(task is not None for task in panels):
+        fig.suptitle(title)
+    return fig
+
+
+def plot_label_efficiency(results: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
+    """PNG of test accuracy against labels per class (log x axis, ticks at the measured counts).
+
+    ``results``: records with ``init``, ``labels_per_class`` and ``test_accuracy`` (as the
+    ``transfer`` command and the notebooks write them); records that repeat an ``(init,
+    labels_per_class)`` are its seeds. One line per init, in the order the inits first appear, at the
+    mean over seeds, with error bars of the sample standard deviation and a shaded band from the worst
+    to the best seed (:func:`accuracy_spread`). Records with a ``task`` key get one panel per task
+    (titled by it, in order of appearance; ``title`` then titles the figure), others share one panel
+    titled ``title`` (default :data:`LABEL_EFFICIENCY_TITLE`). Returns the path."""
+    return save_figure(label_efficiency_figure(results, title), path)
 
 
 def class_names_of(datamodule, num_classes: int | None = None) -> list[str] | None:

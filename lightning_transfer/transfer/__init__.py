@@ -11,8 +11,11 @@ per class over several seeded label draws, and writes ``results.csv``/``results.
 - :mod:`~lightning_transfer.transfer.recipes`: the modules and DataModules of each stage.
 - :mod:`~lightning_transfer.transfer.budget`: timing a few steps, then sizing the stages to the budget.
 - :mod:`~lightning_transfer.transfer.stages`: finished stages on disk, so that a rerun skips them.
+- :mod:`~lightning_transfer.transfer.interrupt`: Ctrl-C stops the command and never records the stage it stopped.
+- :mod:`~lightning_transfer.transfer.best_model`: which fine-tuned model is kept (the best by validation accuracy).
 - :mod:`~lightning_transfer.transfer.pipeline`: the stages in order.
-- :mod:`~lightning_transfer.transfer.report`: the tables, the plot, labels saved, the report.
+- :mod:`~lightning_transfer.transfer.report`: the tables, the plot (:mod:`lightning_transfer.plots`), labels saved,
+  the report; :mod:`~lightning_transfer.transfer.outputs` writes them from the run's records.
 """
 
 from __future__ import annotations

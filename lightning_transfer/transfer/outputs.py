@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lightning_transfer.transfer.best_model import best_checkpoint, best_record
 from lightning_transfer.transfer.report import (
     BestModel,
     DataDescription,
@@ -22,15 +23,6 @@ from lightning_transfer.transfer.report import (
 if TYPE_CHECKING:
     from lightning_transfer.transfer.budget import Plan
     from lightning_transfer.transfer.pipeline import Transfer
-
-
-def best_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the highest validation accuracy (the first one on a tie): chosen without the test set."""
-    best = records[0]
-    for record in records[1:]:
-        if record["val_accuracy"] > best["val_accuracy"]:
-            best = record
-    return best
 
 
 def plan_summary(plan: Plan, pretraining: dict[str, Any] | None) -> dict[str, Any]:
@@ -83,7 +75,7 @@ def write_outputs(transfer: Transfer, plan: Plan, records: list[dict[str, Any]])
             test_accuracy=best["test_accuracy"],
             class_names=data.class_names,
             confusion=best["confusion_matrix"],
-            checkpoint=str((out / "best_model" / "model.ckpt").resolve()),
+            checkpoint=str(best_checkpoint(out).resolve()),
         ),
         export=EncoderExport(path=str((out / "pretrained_encoder").resolve()), kind=data.kind),
         init_from_model=settings.init_from,

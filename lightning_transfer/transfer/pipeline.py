@@ -5,11 +5,13 @@
    (:mod:`~lightning_transfer.transfer.budget`); print the plan. A rerun reuses the saved plan.
 3. Pretrain on the pool and the unlabeled data; export the encoder (``pretrained_encoder/``).
 4. Fine-tune every ``init x labels_per_class x seed`` run; each is tested on the held-out test set and
-   validated on the validation set, which picks the best model (``best_model/model.ckpt``).
+   validated on the validation set, which picks the best model
+   (:func:`~lightning_transfer.transfer.best_model.best_record`, ``best_model/model.ckpt``).
 5. Write ``results.csv``/``results.json``, ``label_efficiency.png``, ``report.md``/``report.html``.
 
 Every finished stage is recorded (:mod:`~lightning_transfer.transfer.stages`), so the same command
-run again skips it. Under DDP (``--trainer.strategy ddp``) Lightning starts the other processes by
+run again skips it. Ctrl-C stops the command with exit code 130 and one line saying what was kept; the
+stage it interrupted is never recorded (:mod:`~lightning_transfer.transfer.interrupt`). Under DDP (``--trainer.strategy ddp``) Lightning starts the other processes by
 running this command again; they walk the same stages, and only process 0 writes files.
 """
 
@@ -31,14 +33,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_transfer.errors import UserInputError
 from lightning_transfer.transfer import recipes
+from lightning_transfer.transfer.best_model import best_checkpoint, best_record
 from lightning_transfer.transfer.budget import FinetuneRun, Plan, RunShape, StepTimer, Timings, make_plan
 from lightning_transfer.transfer.inputs import TransferData, feasible_label_counts, prepare_data
+from lightning_transfer.transfer.interrupt import EXIT_CODE, CtrlC, Interrupted
 from lightning_transfer.transfer.settings import TransferSettings, parse_settings
 from lightning_transfer.transfer.stages import StageStore, stage_key, write_json_atomic
 
 PLAN_FILE = "plan.json"
 ENCODER_DIR = "pretrained_encoder"
-BEST_DIR = "best_model"
 CALIBRATION_STEPS = 8
 
 
@@ -78,6 +81,8 @@ class Transfer:
         self.started = time.time() if started is None else started  # the budget counts from here
         self.data: TransferData
         self.world_size = 1
+        self.planned_runs = 0
+        self.ctrl_c = CtrlC()
 
     # ------------------------------------------------------------------------------ trainers
     def trainer(self, name: str, callbacks: list[pl.Callback] | None = None, **stage: Any) -> pl.Trainer:
@@ -100,8 +105,41 @@ class Transfer:
         options.update(stage)
         return pl.Trainer(**options)
 
+    def record(self, name: str, key: str, result: dict[str, Any]) -> dict[str, Any]:
+        """Record that stage ``name`` finished, unless Ctrl-C was pressed while it ran (then raise
+        ``KeyboardInterrupt``: an interrupted stage is never recorded as done)."""
+        self.ctrl_c.check()
+        return self.store.put(name, key, result)
+
     # ------------------------------------------------------------------------------ the run
     def run(self) -> list[dict[str, Any]]:
+        """Every stage in order; returns the fine-tuning records. Ctrl-C raises :class:`Interrupted`
+        (a ``KeyboardInterrupt``) with the line of :meth:`kept`, wherever it stopped the command."""
+        try:
+            with self.ctrl_c:
+                return self.stages()
+        except KeyboardInterrupt:
+            raise Interrupted(self.kept()) from None
+
+    def kept(self) -> str:
+        """What an interrupted run leaves for the next one, and how to go on, as one line."""
+        done = self.store.finished
+        parts = [
+            label for name, label in (("plan", "the plan"), ("pretrain", "the pretrained encoder")) if name in done
+        ]
+        if self.planned_runs:
+            runs = sum(name.startswith("finetune-") for name in done)
+            parts.append(f"{runs} of {self.planned_runs} fine-tuning runs")
+        if not parts:
+            return "interrupted (Ctrl-C) before any stage finished; run the same command again to start over"
+        listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+        return (
+            f"interrupted (Ctrl-C): kept {listed} in {self.out} (the stage in progress is not kept); "
+            "run the same command again to resume"
+        )
+
+    def stages(self) -> list[dict[str, Any]]:
+        """Read the data, plan, pretrain, fine-tune every run, report; returns the fine-tuning records."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.data = prepare_data(self.settings, self.out / "data", write=self.writer)
         status(f"data: {self.data.description}; classes: {', '.join(self.data.class_names)}")
@@ -113,6 +151,7 @@ class Transfer:
         self.labels = feasible_label_counts(self.data, self.settings.labels_per_class)
         self.world_size = self.trainer("probe", logger=False).world_size
         plan = self.plan()
+        self.planned_runs = len(plan.runs)
         status(plan.describe())
         encoder = self.pretrain(plan)
         records = self.finetune_all(plan, encoder)
@@ -165,7 +204,7 @@ class Transfer:
         if isinstance(outcome, str):
             raise UserInputError(outcome)
         plan = outcome
-        self.store.put("plan", key, plan.as_dict())
+        self.record("plan", key, plan.as_dict())
         return plan
 
     def calibrate(self) -> tuple[Timings, pl.Trainer]:
@@ -180,8 +219,8 @@ class Transfer:
             "calibration", [timer], max_steps=1000, max_epochs=-1, limit_val_batches=0
         )  # stopped by the timer
         wall = time.time()
-        trainer.fit(module, datamodule)
-        trainer.validate(module, datamodule, verbose=False)  # the final validation of the real stage
+        self.ctrl_c.call(trainer.fit, module, datamodule)
+        self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)  # the final validation of the real stage
         pretrain_fixed = (time.time() - wall) - sum(timer.steps)
         pretrain_step = timer.seconds_per_step()
         encoder = self.export(module, trainer, root / "encoder")
@@ -193,11 +232,11 @@ class Transfer:
         steps, fixed = [], 0.0
         for k, strategy in ((small, "full"), (large, "full"), (small, "linear")):
             timer = StepTimer(CALIBRATION_STEPS, epoch_limit=0)  # epochs of a step or a few: boundaries are in
-            settings = dataclasses.replace(self.settings, strategy=strategy)
             init = "scratch" if strategy == "full" else "pretrained"
             batch = recipes.finetune_batch_size(self.data, k, self.world_size)
+            run = FinetuneRun(init, k, 0, strategy, batch, epochs=1, steps=CALIBRATION_STEPS, seconds=0.0)
             wall = time.time()
-            module, datamodule = recipes.finetune_stage(self.data, settings, encoder, init, k, 0, 1, batch)
+            module, datamodule = recipes.finetune_stage(self.data, self.settings, run, encoder)
             trainer = self.trainer(
                 "calibration",
                 [timer],
@@ -206,10 +245,10 @@ class Transfer:
                 check_val_every_n_epoch=None,
                 val_check_interval=10**9,
             )
-            trainer.fit(module, datamodule)
+            self.ctrl_c.call(trainer.fit, module, datamodule)
             if not fixed:  # set-up and the evaluation passes of one run (the same for every run)
-                trainer.validate(module, datamodule, verbose=False)
-                trainer.test(module, datamodule, verbose=False)
+                self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)
+                self.ctrl_c.call(trainer.test, module, datamodule, verbose=False)
                 fixed = (time.time() - wall) - sum(timer.steps)
             steps.append(timer.seconds_per_step())
         timings = Timings(
@@ -272,14 +311,12 @@ class Transfer:
             check_val_every_n_epoch=None,
             val_check_interval=plan.pretrain_steps,
         )
-        trainer.fit(module, datamodule)
+        self.ctrl_c.call(trainer.fit, module, datamodule)
         metrics = {k: round(float(v), 4) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.export(module, trainer, directory)
         seconds = time.time() - start
         status(f"pretraining done in {seconds:.0f} s; validation {metrics}; encoder exported to {directory}")
-        self.store.put(
-            "pretrain", key, {"seconds": round(seconds, 1), "validation": metrics, "encoder": str(directory)}
-        )
+        self.record("pretrain", key, {"seconds": round(seconds, 1), "validation": metrics, "encoder": str(directory)})
         return directory
 
     # ------------------------------------------------------------------------------ fine-tuning
@@ -291,7 +328,6 @@ class Transfer:
 
     def finetune_all(self, plan: Plan, pretrained: Path) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
-        best: dict[str, Any] | None = None
         remaining = sum(run.seconds for run in plan.runs)
         pretrain_key = self.pretrain_key(plan)
         for index, run in enumerate(plan.runs, 1):
@@ -311,11 +347,13 @@ class Transfer:
                     f"seed {run.seed}: {run.strategy}, {run.epochs} epochs (~{run.seconds:.0f} s; all done ~{eta})"
                 )
                 record, trainer = self.finetune(run, self.encoder_for(run.init, pretrained))
-                if best is None or record["val_accuracy"] > best["val_accuracy"]:
-                    trainer.save_checkpoint(self.out / BEST_DIR / "model.ckpt")  # every process calls it
+                self.ctrl_c.check()  # an interrupted run is neither kept as the best model nor recorded
+                if best_record([*records, record]) is record:
+                    checkpoint = best_checkpoint(self.out)
+                    trainer.save_checkpoint(checkpoint)  # every process calls it
                     if self.writer:
-                        write_json_atomic(self.out / BEST_DIR / "model.json", {"stage": run.name, "key": key})
-                self.store.put(run.name, key, record)
+                        write_json_atomic(checkpoint.with_name("model.json"), {"stage": run.name, "key": key})
+                self.record(run.name, key, record)
                 status(
                     f"    test accuracy {record['test_accuracy']:.3f}, macro F1 {record['test_macro_f1']:.3f} "
                     f"({record['seconds']:.0f} s)"
@@ -324,20 +362,16 @@ class Transfer:
                 status(f"[{index}/{len(plan.runs)}] {run.name}: done in an earlier run")
             remaining -= run.seconds
             records.append(record)
-            if best is None or record["val_accuracy"] > best["val_accuracy"]:
-                best = record
         return records
 
     def finetune(self, run: FinetuneRun, encoder: Path) -> tuple[dict[str, Any], pl.Trainer]:
         start = time.time()
         pl.seed_everything(run.seed, workers=True, verbose=False)
-        module, datamodule = recipes.finetune_stage(
-            self.data, self.settings, encoder, run.init, run.labels_per_class, run.seed, run.epochs, run.batch_size
-        )
+        module, datamodule = recipes.finetune_stage(self.data, self.settings, run, encoder)
         trainer = self.trainer(run.name, max_epochs=run.epochs, check_val_every_n_epoch=run.epochs + 1)
-        trainer.fit(module, datamodule)
-        validation = trainer.validate(module, datamodule, verbose=False)[0]
-        test = trainer.test(module, datamodule, verbose=False)[0]
+        self.ctrl_c.call(trainer.fit, module, datamodule)
+        validation = self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)[0]
+        test = self.ctrl_c.call(trainer.test, module, datamodule, verbose=False)[0]
         record = {
             "init": run.init,
             "labels_per_class": run.labels_per_class,
@@ -380,9 +414,15 @@ def run_command(argv: list[str], started: float | None = None) -> list[dict[str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``lightning-transfer transfer``: run, and print bad input as one line (exit code 2)."""
+    """``lightning-transfer transfer``: run, and print bad input as one line (exit code 2) and Ctrl-C
+    as one line saying what was kept and how to resume (exit code 130)."""
     try:
         run_command(sys.argv[1:] if argv is None else argv, started=process_start_time())
+    except KeyboardInterrupt as err:
+        if process_rank() == 0:
+            line = str(err) if isinstance(err, Interrupted) else "interrupted (Ctrl-C) before any stage ran"
+            print(f"lightning-transfer transfer: {line}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_CODE)
     except UserInputError as err:
         if os.environ.get("LIGHTNING_TRANSFER_TRACEBACK"):
             raise

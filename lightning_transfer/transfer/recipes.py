@@ -19,10 +19,13 @@ overrides it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning_transfer.transfer.inputs import TransferData
 from lightning_transfer.transfer.settings import TransferSettings
+
+if TYPE_CHECKING:
+    from lightning_transfer.transfer.budget import FinetuneRun
 
 INITS = ("pretrained", "init_from", "scratch")
 IMAGE_FINETUNE_STEPS = 100  # optimizer steps per fine-tuning run at a comfortable budget
@@ -35,7 +38,10 @@ def inits_of(settings: TransferSettings) -> tuple[str, ...]:
     return INITS if settings.init_from else ("pretrained", "scratch")
 
 
-def finetune_strategy(init: str, labels_per_class: int, settings: TransferSettings, kind: str = "image") -> str:
+def finetune_strategy(init: str, labels_per_class: int, settings: TransferSettings, kind: str) -> str:
+    """The strategy of a run of ``init`` at ``labels_per_class`` on ``kind`` (``"image"`` or
+    ``"text"``) data: ``--strategy``, or by label count (see the module docstring). The plan decides it
+    once per run (:class:`~lightning_transfer.transfer.budget.FinetuneRun`); the recipes read it there."""
     if settings.strategy != "auto":
         return settings.strategy
     if init == "scratch":
@@ -112,42 +118,43 @@ def simclr_stage(data: TransferData, settings: TransferSettings, batch_size: int
     return module, datamodule
 
 
-def image_finetune_stage(
-    data: TransferData,
-    settings: TransferSettings,
-    encoder: Path,
-    init: str,
-    labels_per_class: int,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-):
-    """``(FineTuneModule, ImageDataModule)`` for one run: ``labels_per_class`` images of every class
-    drawn with ``seed`` from the pool."""
+def finetune_module(data: TransferData, run: FinetuneRun, encoder: Path, **recipe: Any):
+    """The ``FineTuneModule`` of ``run`` on ``encoder``: its weights (``pretrained``, ``init_from``) or
+    its architecture at random init (``scratch``), with the run's strategy and the ``recipe``'s
+    optimizer arguments; LP-FT probes linearly for the first half of the run's epochs (at least one)."""
     from lightning_transfer.modules.finetune import FineTuneModule
 
-    strategy = finetune_strategy(init, labels_per_class, settings)
-    extra: dict[str, Any] = {}
-    if strategy == "lp_ft":
-        extra = {"lp_epochs": max(1, epochs // 2), "encoder_lr_factor": 0.5}
-    module = FineTuneModule(
+    if run.strategy == "lp_ft":
+        recipe = {"lp_epochs": max(1, run.epochs // 2), **recipe}
+    return FineTuneModule(
         pretrained=str(encoder),
-        init="scratch" if init == "scratch" else "pretrained",
+        init="scratch" if run.init == "scratch" else "pretrained",
         num_classes=data.num_classes,
-        strategy=strategy,
+        strategy=run.strategy,
+        **recipe,
+    )
+
+
+def image_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+    """``(FineTuneModule, ImageDataModule)`` for ``run``: ``run.labels_per_class`` images of every
+    class drawn with ``run.seed`` from the pool, in batches of ``run.batch_size``."""
+    module = finetune_module(
+        data,
+        run,
+        encoder,
         lr=2e-3,
         weight_decay=1e-4,
         warmup_fraction=0.05,
         schedule="cosine",
-        **extra,
+        **({"encoder_lr_factor": 0.5} if run.strategy == "lp_ft" else {}),
     )
     datamodule = image_data(
         data,
         settings,
         mode="supervised",
-        labels_per_class=labels_per_class,
-        subset_seed=seed,
-        batch_size=batch_size,
+        labels_per_class=run.labels_per_class,
+        subset_seed=run.seed,
+        batch_size=run.batch_size,
         augment=NO_AUGMENT,
         drop_last=False,
     )
@@ -200,32 +207,18 @@ def text_pretrain_stage(data: TransferData, settings: TransferSettings, batch_si
     return module, datamodule
 
 
-def text_finetune_stage(
-    data: TransferData,
-    settings: TransferSettings,
-    encoder: Path,
-    init: str,
-    labels_per_class: int,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-):
-    """``(FineTuneModule, TextClassificationDataModule)`` for one run; ``encoder`` is a Hugging Face
+def text_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+    """``(FineTuneModule, TextClassificationDataModule)`` for ``run``; ``encoder`` is a Hugging Face
     directory with its tokenizer (our export, or ``--init-from``)."""
     from lightning_transfer.data.text import TextClassificationDataModule
-    from lightning_transfer.modules.finetune import FineTuneModule
 
-    strategy = finetune_strategy(init, labels_per_class, settings, "text")
-    extra: dict[str, Any] = {"lp_epochs": max(1, epochs // 2)} if strategy == "lp_ft" else {}
-    module = FineTuneModule(
-        pretrained=str(encoder),
-        init="scratch" if init == "scratch" else "pretrained",
-        num_classes=data.num_classes,
-        strategy=strategy,
-        lr=1e-4 if strategy != "linear" else 1e-3,
+    module = finetune_module(
+        data,
+        run,
+        encoder,
+        lr=1e-4 if run.strategy != "linear" else 1e-3,
         warmup_fraction=0.1,
         pooling="mean",
-        **extra,
     )
     datamodule = TextClassificationDataModule(
         tokenizer=str(encoder),
@@ -234,9 +227,9 @@ def text_finetune_stage(
         label_column="label",
         num_classes=data.num_classes,
         max_seq_length=settings.max_seq_length,
-        labels_per_class=labels_per_class,
-        subset_seed=seed,
-        batch_size=batch_size,
+        labels_per_class=run.labels_per_class,
+        subset_seed=run.seed,
+        batch_size=run.batch_size,
         **data.split_arguments(settings),
     )
     return module, datamodule
@@ -248,9 +241,11 @@ def pretrain_stage(data: TransferData, settings: TransferSettings, batch_size: i
     return text_pretrain_stage(data, settings, batch_size, cache_dir)
 
 
-def finetune_stage(data: TransferData, settings: TransferSettings, encoder: Path, *args: Any):
+def finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+    """The module and DataModule of the fine-tuning ``run`` (as planned: its strategy, epochs and batch
+    size are decided) on ``encoder``, for images or texts."""
     build = image_finetune_stage if data.kind == "image" else text_finetune_stage
-    return build(data, settings, encoder, *args)
+    return build(data, settings, run, encoder)
 
 
 def pretrain_batch_size(data: TransferData, world_size: int) -> int:

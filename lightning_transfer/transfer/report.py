@@ -1,7 +1,8 @@
 """The label-efficiency report of ``lightning-transfer transfer``: tables, plot, labels saved, report.
 
 Pure functions on the records of the fine-tuning runs (dicts with at least ``init``,
-``labels_per_class``, ``seed``, ``test_accuracy`` and ``test_macro_f1``); no Lightning. Files are
+``labels_per_class``, ``seed``, ``test_accuracy`` and ``test_macro_f1``); no Lightning. The figures
+are drawn by :mod:`lightning_transfer.plots`. Files are
 written atomically (a temporary file in the same folder, then ``os.replace``), so an interrupted run
 never leaves half a file. :func:`write_report` writes ``report.md`` and a self-contained
 ``report.html`` (inline CSS, images as ``data:`` URIs, every user string escaped).
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_transfer.errors import require
+from lightning_transfer.plots import accuracy_spread, plot_confusion_matrix, plot_label_efficiency
 from lightning_transfer.transfer.labels_saved import AT_MOST, MORE_THAN, format_labels, labels_saved, per_class_text
 
 __all__ = [
@@ -34,7 +36,6 @@ __all__ = [
     "ReportContext",
     "answer_up_front",
     "labels_saved",
-    "plot_label_efficiency_spread",
     "summarize",
     "write_report",
     "write_results",
@@ -61,7 +62,8 @@ def summarize(records: Sequence[dict]) -> list[dict]:
 
     Row keys: ``init``, ``labels_per_class``, ``seeds`` (the number of records), ``mean_accuracy``,
     ``std_accuracy`` (the SAMPLE standard deviation across seeds, ``n - 1`` in the denominator; 0.0
-    with one seed), ``min_accuracy``, ``max_accuracy`` (all of ``test_accuracy``), ``mean_macro_f1``.
+    with one seed), ``min_accuracy``, ``max_accuracy`` (all of ``test_accuracy``, by
+    :func:`~lightning_transfer.plots.accuracy_spread`, as the plot draws them), ``mean_macro_f1``.
     Raises :class:`~lightning_transfer.errors.UserInputError` when a record lacks a key of
     :data:`RESULT_COLUMNS`.
     """
@@ -72,16 +74,12 @@ def summarize(records: Sequence[dict]) -> list[dict]:
         cells.setdefault((str(record["init"]), int(record["labels_per_class"])), []).append(record)
     rows = []
     for init, k in sorted(cells, key=lambda cell: (_init_key(cell[0]), cell[1])):
-        accuracy = [float(r["test_accuracy"]) for r in cells[init, k]]
         rows.append(
             {
                 "init": init,
                 "labels_per_class": k,
-                "seeds": len(accuracy),
-                "mean_accuracy": statistics.fmean(accuracy),
-                "std_accuracy": statistics.stdev(accuracy) if len(accuracy) > 1 else 0.0,
-                "min_accuracy": min(accuracy),
-                "max_accuracy": max(accuracy),
+                "seeds": len(cells[init, k]),
+                **accuracy_spread([r["test_accuracy"] for r in cells[init, k]]),
                 "mean_macro_f1": statistics.fmean(float(r["test_macro_f1"]) for r in cells[init, k]),
             }
         )
@@ -132,39 +130,6 @@ def write_results(records: Sequence[dict], directory: str | Path) -> tuple[Path,
     return write_atomic(directory / "results.csv", buffer.getvalue()), write_atomic(
         directory / "results.json", plain + "\n"
     )
-
-
-# ----------------------------------------------------------------------------- plot
-def plot_label_efficiency_spread(summary: Sequence[dict], path: str | Path, title: str | None = None) -> Path:
-    """PNG of mean test accuracy against labels per class (log x axis, ticks at the measured budgets)
-    from :func:`summarize` rows: one line with markers per init, error bars of the std across seeds
-    and a shaded band from the worst to the best seed. Returns the path."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import NullLocator
-
-    from lightning_transfer.plots import save_figure
-
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.subplots()
-    for i, init in enumerate(_inits(summary)):
-        rows = [r for r in summary if r["init"] == init]
-        ks, mean, std, low, high = (
-            [r[key] for r in rows]
-            for key in ("labels_per_class", "mean_accuracy", "std_accuracy", "min_accuracy", "max_accuracy")
-        )
-        ax.fill_between(ks, low, high, color=f"C{i % 10}", alpha=0.15, linewidth=0)
-        ax.errorbar(ks, mean, yerr=std, color=f"C{i % 10}", marker="o", capsize=3, label=init)
-    measured = sorted({r["labels_per_class"] for r in summary})
-    if measured:
-        ax.set_xscale("log")
-        ax.set_xticks(measured, [str(k) for k in measured])
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.legend()
-    ax.set_xlabel("labels per class")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title or "Label efficiency (mean ± std over seeds, band: min–max)")
-    ax.grid(alpha=0.3)
-    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -484,10 +449,9 @@ def write_report(directory: str | Path, context: ReportContext) -> tuple[Path, P
     matrix, how to use the models, how it was measured and the wall time. Returns ``(md, html)`` paths."""
     import torch
 
-    from lightning_transfer.plots import plot_confusion_matrix
-
     directory, data, summary = Path(directory), context.data, summarize(context.records)
-    plot_label_efficiency_spread(summary, directory / PLOT_FILE)
+    in_table_order = sorted(context.records, key=lambda record: _init_key(str(record["init"])))
+    plot_label_efficiency(in_table_order, directory / PLOT_FILE)
     shown = ", ".join(data.class_names[:20]) + (", …" if data.num_classes > 20 else "")
     blocks: list[Block] = [
         ("p", ["Data: ", Code(data.path), f" ({data.kind}, {data.num_classes} classes: {shown})."]),

@@ -38,6 +38,7 @@ class StageStore:
     def __init__(self, directory: Path, writer: bool = True):
         self.directory = Path(directory)
         self.writer = writer
+        self.finished: list[str] = []  # the stages found done or recorded through this store, in order
 
     def _path(self, name: str) -> Path:
         return self.directory / f"{name}.json"
@@ -51,10 +52,16 @@ class StageStore:
             record = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None  # a record cut short (a full disk): run the stage again
-        return record.get("result") if record.get("key") == key else None
+        if record.get("key") != key:
+            return None
+        if name not in self.finished:
+            self.finished.append(name)
+        return record.get("result")
 
     def put(self, name: str, key: str, result: dict[str, Any]) -> dict[str, Any]:
         """Record that stage ``name`` finished with ``result``; returns ``result``."""
         if self.writer:
             write_json_atomic(self._path(name), {"key": key, "result": result})
+        if name not in self.finished:
+            self.finished.append(name)
         return result
