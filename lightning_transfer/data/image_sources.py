@@ -99,7 +99,8 @@ class ImageFolderDataset(Dataset):
                 f"no images found in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in <root>/<class>/ or <root>/)"
             )
         self.files, self.channels, self.size, self.decode = files, channels, size, decode
-        self.skipped = 0  # unreadable files met so far (in this process)
+        self.skipped = 0  # distinct unreadable files met so far (in this process), each warned about once
+        self._skipped_files: set[Path] = set()
         self.labels = torch.tensor([label for _, label in files])
         self._check_some_readable()
 
@@ -125,6 +126,9 @@ class ImageFolderDataset(Dataset):
                 return path.read_bytes(), label
             return decode_image_file(path, self.channels, self.size), label
         except Exception as err:  # noqa: BLE001
+            if path in self._skipped_files:  # warned once already (an earlier epoch)
+                return None
+            self._skipped_files.add(path)
             self.skipped += 1
             warnings.warn(
                 f"skipped unreadable image {path} ({type(err).__name__}: {err}); {self.skipped} of "

@@ -75,3 +75,14 @@ def test_a_file_that_cannot_be_read_is_none_and_a_batch_with_nothing_readable_is
     with pytest.raises(UserInputError, match="whole batch"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         decode_encoded([b"junk", b"\xff\xd8\xffjunk"], torch.tensor([0, 1]), 3, 8)
+
+
+def test_an_unreadable_file_is_warned_about_once_not_every_epoch(tmp_path):
+    root = write_image_folder(tmp_path / "imgs", per_class=3)
+    (root / "dog" / "broken.png").write_bytes(b"not a png at all")
+    dataset = ImageFolderDataset(root, 3, 8)
+    broken = [i for i, (path, _) in enumerate(dataset.files) if path.name == "broken.png"][0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [dataset[broken] for _epoch in range(3)] == [None, None, None]
+    assert len(caught) == 1 and "broken.png" in str(caught[0].message) and dataset.skipped == 1
