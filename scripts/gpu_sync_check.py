@@ -37,38 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 MARKER = "synchronizing CUDA operation"  # torch's message in set_sync_debug_mode("error")
 
 
-def _examples_pretraining(n: int, length: int = 64) -> list[dict]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        real = length if (i // 8) % 2 == 0 else length // 2 + i % (length // 2)  # unpadded and padded batches
-        half = real // 2
-        ids = rng.integers(5, 1000, real)
-        ids[0], ids[half], ids[-1] = 2, 3, 3
-        special = np.zeros(real, dtype=np.int64)
-        special[[0, half, real - 1]] = 1
-        rows.append(
-            {
-                "input_ids": ids,
-                "token_type_ids": (np.arange(real) > half).astype(np.int64),
-                "special_tokens_mask": special,
-                "next_sentence_label": i % 2,
-            }
-        )
-    return rows
-
-
 def _workloads(batches: int) -> dict:
     """name -> (build the module, build the train DataLoader, patches to apply while fitting)."""
-    import numpy as np
     import torch
     from torch.utils.data import DataLoader
 
     from lightning_transfer import BertPretrainModule, FineTuneModule, SimCLRModule
     from lightning_transfer.data.collators import ClassificationCollator, PretrainingCollator
     from lightning_transfer.modules import bert_pretrain
+    from tests.helpers.token_examples import classification_examples, pretraining_examples
 
     bert = dict(
         vocab_size=1000,
@@ -81,7 +58,9 @@ def _workloads(batches: int) -> dict:
 
     def bert_loader():
         collate = PretrainingCollator(pad_id=0, mask_id=4, vocab_size=1000, mlm_probability=0.15, seed=0)
-        return DataLoader(_examples_pretraining(8 * batches), batch_size=8, collate_fn=collate)
+        return DataLoader(
+            pretraining_examples(8 * batches, length=64, vocab=1000, batch=8), batch_size=8, collate_fn=collate
+        )
 
     def views_loader():
         g = torch.Generator().manual_seed(0)
@@ -95,15 +74,7 @@ def _workloads(batches: int) -> dict:
         return DataLoader(rows, batch_size=32)
 
     def text_loader():
-        rng = np.random.default_rng(1)
-        rows = [
-            {
-                "input_ids": rng.integers(5, 1000, 16 + i % 17),
-                "token_type_ids": np.zeros(16 + i % 17, dtype=np.int64),
-                "labels": i % 3,
-            }
-            for i in range(8 * batches)
-        ]
+        rows = classification_examples(8 * batches, shortest=16, vocab=1000)
         return DataLoader(rows, batch_size=8, collate_fn=ClassificationCollator(pad_id=0))
 
     def image_loader():

@@ -31,7 +31,6 @@ import traceback
 from collections import Counter
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -43,6 +42,7 @@ from lightning_transfer import BertPretrainModule, FineTuneModule, SimCLRModule
 from lightning_transfer.callbacks import StopOnNonFiniteLoss, ThroughputReport
 from lightning_transfer.data.collators import ClassificationCollator, PretrainingCollator
 from lightning_transfer.modules import bert_pretrain
+from tests.helpers.token_examples import classification_examples, pretraining_examples
 
 # Tensor calls that make the host wait for the device (when the tensor is on a GPU).
 READS_VALUES = {
@@ -210,41 +210,6 @@ def assert_no_host_reads_but_at_logging_steps(steps) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ data
-def pretraining_examples(n: int = 32, length: int = 16) -> list[dict]:
-    """[CLS] A [SEP] B [SEP] examples; every other batch of 4 has rows shorter than ``length`` (padded
-    batches, with an attention_mask), the others are full (no attention_mask)."""
-    rng = np.random.default_rng(0)
-    rows = []
-    for i in range(n):
-        real = length if (i // 4) % 2 == 0 else 8 + i % 8
-        half = real // 2
-        ids = rng.integers(5, 100, real)
-        ids[0], ids[half], ids[-1] = 2, 3, 3
-        special = np.zeros(real, dtype=np.int64)
-        special[[0, half, real - 1]] = 1
-        rows.append(
-            {
-                "input_ids": ids,
-                "token_type_ids": (np.arange(real) > half).astype(np.int64),
-                "special_tokens_mask": special,
-                "next_sentence_label": i % 2,
-            }
-        )
-    return rows
-
-
-def classification_examples(n: int = 32) -> list[dict]:
-    rng = np.random.default_rng(1)
-    return [
-        {
-            "input_ids": rng.integers(5, 64, 6 + i % 5),
-            "token_type_ids": np.zeros(6 + i % 5, dtype=np.int64),
-            "labels": i % 3,
-        }
-        for i in range(n)
-    ]
-
-
 BERT = dict(
     vocab_size=100,
     hidden_size=32,
@@ -258,7 +223,7 @@ BERT = dict(
 
 def bert_loader() -> DataLoader:
     return DataLoader(
-        pretraining_examples(),
+        pretraining_examples(32, length=16, vocab=100, batch=4),
         batch_size=4,
         collate_fn=PretrainingCollator(pad_id=0, mask_id=4, vocab_size=100, mlm_probability=0.3, seed=0),
     )
@@ -332,7 +297,7 @@ def test_fine_tuning_steps_read_nothing_from_the_device(modality, tmp_path):
             warmup_steps=0,
             pooling="mean",
         )
-        loader = DataLoader(classification_examples(), batch_size=4, collate_fn=ClassificationCollator(pad_id=0))
+        loader = DataLoader(classification_examples(32, shortest=6, vocab=64), batch_size=4, collate_fn=ClassificationCollator(pad_id=0))
     else:
         config = {"backbone": "convnet", "in_channels": 1, "small_images": True, "width": 8}
         module = FineTuneModule(encoder_config=config, num_classes=3, lr=1e-3, warmup_steps=0)
