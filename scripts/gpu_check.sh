@@ -72,4 +72,6 @@ run finetune_cifar10 bf16-mixed --config configs/finetune/cifar10_from_simclr.ya
 run finetune_reviews bf16-mixed --config configs/finetune/reviews_from_bert.yaml --trainer.strategy auto \
   --model.init_args.pretrained "$(cat "$OUT/bert_reviews_tiny_bf16/best_checkpoint.txt")" \
   --data.init_args.tokenizer "$OUT/bert_hf"
+# every module's training step under set_sync_debug_mode("error"): a synchronization is a failure here
+"$PY" scripts/gpu_sync_check.py || { echo "gpu_check: gpu_sync_check FAILED" >&2; exit 1; }
 echo "gpu_check: done (samples_per_s: images/s or sequences/s; tokens_per_s for text; host_syncs per_step: syncs per training step)"
