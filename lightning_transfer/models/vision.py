@@ -3,6 +3,12 @@
 :func:`build_backbone` turns a name (``resnet18``/``resnet34``/``resnet50`` from torchvision, or the
 small ``convnet`` for quick CPU runs) or any ``nn.Module`` into an encoder that maps
 ``B x C x H x W`` images to ``B x feature_dim`` features.
+
+:func:`set_memory_format` and :func:`to_memory_format` lay out a conv backbone's filters and its input
+images in ``channels_last`` (NHWC) memory, an implementation setting: the same numbers (within float
+rounding), computed faster by oneDNN/cuDNN convolutions (ResNet-18 at 32 px, fp32, 2 CPU threads:
+1.05-1.3x, depending on the CPU).
+State dicts stay contiguous, so checkpoints and exports are the same in either layout.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from lightning_transfer.errors import UserInputError
 
 TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50")
 BACKBONES = (*TORCHVISION_RESNETS, "convnet")
+MEMORY_FORMATS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
 
 def _set_input_stem(net: nn.Module, in_channels: int, small_images: bool) -> None:
@@ -138,3 +145,40 @@ class ProjectionHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features)
+
+
+def resolve_memory_format(name: str) -> torch.memory_format:
+    """The torch memory format named ``name``: ``"channels_last"`` (NHWC) or ``"contiguous"`` (NCHW).
+    Anything else raises :class:`~lightning_transfer.errors.UserInputError`."""
+    if name not in MEMORY_FORMATS:
+        raise UserInputError(f"unknown memory_format {name!r}; choose one of {', '.join(MEMORY_FORMATS)}")
+    return MEMORY_FORMATS[name]
+
+
+def _contiguous_state(module: nn.Module, state_dict: dict, prefix: str, local_metadata: dict) -> None:
+    """A ``state_dict`` post-hook: this module's tensors contiguous (NCHW), whatever their layout in memory.
+    Parameters themselves (``state_dict(keep_vars=True)``) are left as they are."""
+    for key, value in list(state_dict.items()):
+        if key.startswith(prefix) and not isinstance(value, nn.Parameter) and not value.is_contiguous():
+            state_dict[key] = value.contiguous()
+
+
+def set_memory_format(backbone: nn.Module, name: str) -> torch.memory_format:
+    """Lay out the 4-d weights (convolution filters) of ``backbone`` in memory format ``name`` (see
+    :func:`resolve_memory_format`), in place, and return that format. Values, parameter names and ``state_dict()``
+    do not change: with ``channels_last`` a post-hook returns the weights contiguous, so checkpoints and
+    exported files hold the usual NCHW tensors (safetensors needs contiguous ones) and load into a backbone
+    of either layout (``load_state_dict`` copies into the existing layout)."""
+    fmt = resolve_memory_format(name)
+    backbone.to(memory_format=fmt)
+    if fmt == torch.channels_last:
+        backbone.register_state_dict_post_hook(_contiguous_state)
+    return fmt
+
+
+def to_memory_format(images: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``images`` (``B x C x H x W``) in memory format ``fmt``; returned as they are for
+    ``torch.contiguous_format`` (the layout they come in) and when not 4-d."""
+    if fmt == torch.contiguous_format or images.dim() != 4:
+        return images
+    return images.contiguous(memory_format=fmt)

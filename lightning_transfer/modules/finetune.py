@@ -27,6 +27,9 @@ weights. Defaults follow the literature per modality (:data:`MODALITY_DEFAULTS`)
 (AdamW, lr 3e-5, weight decay 0.01, 10% warmup, linear decay, dropout 0.1 before the classifier),
 images as BEiT/MAE fine-tuning (AdamW, weight decay 0.05, warmup, cosine).
 
+``train/loss`` goes to the loggers every ``log_every_n_steps``, not to the progress bar (Lightning reads
+progress-bar values with ``.item()`` after every step, a host-device synchronization).
+
 Batches: images ``{"images": float B x C x H x W, "labels"}`` (``ImageDataModule(mode="supervised")``);
 text ``{"input_ids", "attention_mask", "token_type_ids", "labels"}`` (``TextClassificationDataModule``,
 single sentences or sentence pairs alike).
@@ -47,6 +50,7 @@ from lightning_transfer.models.bert import BertModel, init_bert_weights
 from lightning_transfer.models.encoder_blocks import encoder_blocks
 from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker
 from lightning_transfer.models.loading import INITS, load_encoder, pretrained_tokenizer
+from lightning_transfer.models.vision import resolve_memory_format, set_memory_format, to_memory_format
 from lightning_transfer.modules.base import OptimizedModule
 from lightning_transfer.optim import split_decay_groups
 
@@ -104,6 +108,10 @@ class FineTuneModule(OptimizedModule):
         trust_checkpoint: allow a ``pretrained`` file that needs full unpickling (a checkpoint that is
             not ours, whose hyperparameters hold Python objects). Unpickling can run code: only for
             files you trust. Ours never need it.
+        memory_format: image encoders only (text ignores it): ``"channels_last"`` (the default) or
+            ``"contiguous"``, the memory layout of the convolution filters and of the images (speed
+            only; :func:`~lightning_transfer.models.vision.set_memory_format`). Checkpoints hold
+            contiguous weights either way.
 
     Raises :class:`UserInputError` on a bad setting or pretrained file at construction, and in
     :meth:`setup` when the data does not fit (modality, classes, channels, vocabulary).
@@ -136,6 +144,7 @@ class FineTuneModule(OptimizedModule):
         min_lr_factor: float = 0.0,
         compile: bool = False,
         trust_checkpoint: bool = False,
+        memory_format: str = "channels_last",
     ):
         super().__init__()
         for name, value, choices in (
@@ -153,12 +162,16 @@ class FineTuneModule(OptimizedModule):
             head_dropout is None or 0.0 <= head_dropout < 1.0, f"head_dropout must be in [0, 1), got {head_dropout}"
         )
         require(num_classes is None or num_classes >= 2, f"num_classes must be at least 2, got {num_classes}")
+        resolve_memory_format(memory_format)  # a bad name fails before the encoder is loaded, for text too
         self.save_hyperparameters()
 
         self.encoder, self.modality, self.feature_dim, self.source_info = load_encoder(
             pretrained, init, encoder_config, trust_checkpoint
         )
         self.hparams.encoder_config = self.source_info["config"]  # saved with the checkpoint: the architecture
+        self._memory_format = (
+            set_memory_format(self.encoder, memory_format) if self.modality == "image" else torch.contiguous_format
+        )
         for key, value in MODALITY_DEFAULTS[self.modality].items():
             if self.hparams[key] is None:
                 self.hparams[key] = value
@@ -377,7 +390,7 @@ class FineTuneModule(OptimizedModule):
                 f"use {DATA_HINT[self.modality]} or a checkpoint of the data's modality"
             )
         if self.modality == "image":
-            return self.encoder(batch["images"])
+            return self.encoder(to_memory_format(batch["images"], self._memory_format))
         mask = batch.get("attention_mask")
         hidden = self.encoder(batch["input_ids"], mask, batch.get("token_type_ids"))  # B x L x H
         if self.hparams.pooling == "cls":
@@ -396,7 +409,9 @@ class FineTuneModule(OptimizedModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = F.cross_entropy(logits.float(), batch["labels"], label_smoothing=self.hparams.label_smoothing)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(logits))
+        # Not on the progress bar: Lightning reads every progress-bar value with .item() after each step
+        # (a host-device synchronization); the loggers get it every log_every_n_steps.
+        self.log("train/loss", loss, batch_size=len(logits))
         return loss
 
     def _evaluate(self, batch: dict[str, Any], stage: str, metrics: MetricCollection) -> None:

@@ -19,10 +19,16 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_transfer.distributed import gather_no_grad, rank, world_size
 from lightning_transfer.errors import UserInputError
-from lightning_transfer.evaluation import knn_predict
+from lightning_transfer.evaluation import WeightedMean, knn_predict
 from lightning_transfer.losses import nt_xent_loss
 from lightning_transfer.models.encoder_handoff import HANDOFF_KEY, encoder_marker, save_encoder
-from lightning_transfer.models.vision import ProjectionHead, build_backbone
+from lightning_transfer.models.vision import (
+    ProjectionHead,
+    build_backbone,
+    resolve_memory_format,
+    set_memory_format,
+    to_memory_format,
+)
 from lightning_transfer.modules.base import OptimizedModule
 from lightning_transfer.optim import split_decay_groups
 
@@ -44,6 +50,15 @@ class SimCLRModule(OptimizedModule):
     at construction (:meth:`~lightning_transfer.modules.base.OptimizedModule.validate_optimization_settings`).
     ``compile=True`` compiles backbone and head with ``torch.compile`` when training starts (speed only;
     see :class:`~lightning_transfer.modules.base.OptimizedModule`).
+    ``memory_format`` (``"channels_last"``, the default, or ``"contiguous"``): the memory layout of a named
+    backbone's convolution filters and of the images it encodes (speed only: channels_last convolutions
+    are faster on CPU and GPU; :func:`~lightning_transfer.models.vision.set_memory_format`). Checkpoints
+    and exports hold contiguous weights either way. A custom backbone module keeps its own layout.
+
+    A training step never reads a tensor's value on the host (no host-device synchronization): the
+    probe skips unlabeled images by ``ignore_index`` and counts on the device, and ``train/loss`` goes
+    to the loggers (every ``log_every_n_steps``), not to the progress bar (Lightning reads progress-bar
+    values with ``.item()`` after every step).
     """
 
     checkpoint_metric = ("val/knn_acc", "max")  # the best checkpoint (callbacks.BestCheckpoint): highest kNN accuracy
@@ -76,12 +91,14 @@ class SimCLRModule(OptimizedModule):
         knn_k: int = 200,
         knn_temperature: float = 0.1,
         compile: bool = False,
+        memory_format: str = "channels_last",
     ):
         super().__init__()
         if lr_scaling not in LR_SCALING:
             raise UserInputError(f"unknown lr_scaling {lr_scaling!r}; choose one of {', '.join(LR_SCALING)}")
         if temperature <= 0:
             raise UserInputError(f"temperature must be > 0, got {temperature}")
+        resolve_memory_format(memory_format)  # a bad name fails here, before any model is built
         # A custom backbone module is not a hyperparameter: checkpoints hold plain values only (they load
         # with torch.load(weights_only=True)); its weights are in the state dict, and
         # load_from_checkpoint(path, backbone=<the same module>) rebuilds it.
@@ -93,6 +110,10 @@ class SimCLRModule(OptimizedModule):
         self.backbone, self.feature_dim = build_backbone(
             backbone, in_channels, small_images, pretrained_weights, feature_dim, width
         )
+        # A custom module is the user's: it may reshape with .view(), which a channels_last input breaks.
+        self._memory_format = (
+            torch.contiguous_format if self._custom_backbone else set_memory_format(self.backbone, memory_format)
+        )
         self.projection = ProjectionHead(self.feature_dim, projection_hidden_dim, projection_dim, projection_layers)
         self.probe: nn.Linear | None = None
         if num_classes:
@@ -101,7 +122,7 @@ class SimCLRModule(OptimizedModule):
     # ---------------------------------------------------------------- set-up
     def _build_probe(self, num_classes: int) -> None:
         self.probe = nn.Linear(self.feature_dim, num_classes)
-        self.train_probe_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.train_probe_acc = WeightedMean()  # correct / labeled, updated on the device (no host read per step)
         self.val_probe_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_knn_acc = MulticlassAccuracy(num_classes, average="micro")
 
@@ -147,15 +168,18 @@ class SimCLRModule(OptimizedModule):
 
     # ---------------------------------------------------------------- steps
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Encoder features h = f(x), ``B x feature_dim`` (what fine-tuning transfers)."""
-        return self.backbone(images)
+        """Encoder features h = f(x), ``B x feature_dim`` (what fine-tuning transfers), for images
+        ``B x C x H x W`` in any memory layout (taken to the backbone's ``memory_format`` here)."""
+        return self.backbone(to_memory_format(images, self._memory_format))
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         view1, view2 = batch["views"]
-        features = self.backbone(torch.cat([view1, view2]))  # one pass over both views: 2B x F
+        features = self(torch.cat([view1, view2]))  # one pass over both views: 2B x F
         z1, z2 = self.projection(features).chunk(2)
         loss = nt_xent_loss(z1, z2, self.hparams.temperature, gather=self.hparams.gather)
-        self.log("train/loss", loss, prog_bar=True)
+        # Not on the progress bar: Lightning reads every progress-bar value with .item() after each step
+        # (a host-device synchronization); the loggers get it every log_every_n_steps.
+        self.log("train/loss", loss)
         if self.probe is not None:
             loss = loss + self._probe_loss(features[: len(view1)].detach(), batch["labels"])
         return loss
@@ -165,12 +189,16 @@ class SimCLRModule(OptimizedModule):
         # collective, and a process that never logged it would leave the others waiting (DDP hang).
         assert self.probe is not None  # training_step calls this only with a probe
         self.log("train/probe_acc", self.train_probe_acc, on_step=False, on_epoch=True)
-        labeled = labels >= 0
-        if not labeled.any():
-            return features.new_zeros(()) + 0.0 * sum(p.sum() for p in self.probe.parameters())
-        logits = self.probe(features[labeled].float())
-        probe_loss = F.cross_entropy(logits, labels[labeled])
-        self.train_probe_acc(logits, labels[labeled])
+        # Unlabeled rows (-1) are ignored without selecting the labeled ones, whose number only the device
+        # knows (a host-device synchronization per step): the summed loss over the labeled rows divided by
+        # their count is their mean, and a batch without labels gives 0 with zero gradients (the probe
+        # stays in the graph, as DDP needs).
+        targets = labels.clamp(min=-1)
+        labeled = targets >= 0
+        count = labeled.sum()
+        logits = self.probe(features.float())
+        probe_loss = F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum") / count.clamp(min=1)
+        self.train_probe_acc.update(((logits.detach().argmax(-1) == targets) & labeled).sum(), count)
         return probe_loss
 
     def on_validation_epoch_start(self) -> None:
@@ -191,7 +219,7 @@ class SimCLRModule(OptimizedModule):
             if i % world_size() != rank():
                 continue
             batch = datamodule.on_after_batch_transfer(self.transfer_batch_to_device(batch, self.device, 0), 0)
-            features.append(self.backbone(batch["images"]).float())
+            features.append(self(batch["images"]).float())
             labels.append(batch["labels"])
         feats = torch.cat(features) if features else torch.zeros(0, self.feature_dim, device=self.device)
         labs = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=self.device)
@@ -204,7 +232,7 @@ class SimCLRModule(OptimizedModule):
         # is not an error. Logged on every batch, so that every process takes part in the epoch-end sync.
         labeled = batch["labels"] >= 0
         images, labels = batch["images"][labeled], batch["labels"][labeled]
-        features = self.backbone(images).float() if len(labels) else None
+        features = self(images).float() if len(labels) else None
         if features is not None:
             self.val_probe_acc(self.probe(features), labels)
         self.log("val/probe_acc", self.val_probe_acc, prog_bar=True)

@@ -5,6 +5,7 @@ import json
 import lightning.pytorch as pl
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
@@ -63,6 +64,32 @@ def test_probe_does_not_change_encoder_gradients():
         grads.append(torch.cat([p.grad.flatten() for p in module.backbone.parameters()]))
     torch.testing.assert_close(grads[0], grads[1])
     assert with_probe.probe.weight.grad.abs().sum() > 0
+
+
+def test_online_probe_loss_and_accuracy_count_labeled_images_only():
+    """The probe's loss is the cross-entropy over the labeled images (-1 = unlabeled) and its epoch
+    accuracy the share of labeled images it gets right, over batches of every labeling, computed here
+    naively on the labeled rows; a batch without labels adds a loss of 0 with zero (defined) gradients."""
+    torch.manual_seed(0)
+    module = tiny_module(num_classes=4)
+    batches = [(torch.randn(6, 8), torch.tensor([0, -1, 3, 2, -1, 1])), (torch.randn(5, 8), torch.full((5,), -1)),
+               (torch.randn(4, 8), torch.tensor([1, 1, 0, 3]))]
+    module.probe = torch.nn.Linear(8, 4)
+    correct = total = 0
+    for features, labels in batches:
+        module.probe.zero_grad()
+        loss = module._probe_loss(features, labels)
+        loss.backward()
+        keep = labels >= 0
+        if keep.any():
+            logits = module.probe(features[keep])
+            torch.testing.assert_close(loss, F.cross_entropy(logits, labels[keep]))
+            correct, total = correct + (logits.argmax(1) == labels[keep]).sum().item(), total + int(keep.sum())
+        else:
+            assert loss.item() == 0.0 and module.probe.weight.grad is not None
+            assert not module.probe.weight.grad.any()
+    assert total == 8 and 0 < correct < total  # an informative reference
+    assert module.train_probe_acc.compute().item() == pytest.approx(correct / total)
 
 
 def test_bf16_mixed_fit_with_probe_and_knn_bank_logs_finite_monitors():
