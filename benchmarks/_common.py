@@ -5,7 +5,8 @@
   us, so other processes on a shared machine do not inflate it), wall time after
   ``torch.cuda.synchronize`` on CUDA.
 - :func:`alternate`: runs the contenders in turn, ``reps`` rounds after one warm-up round, and returns
-  each one's median rate.
+  each one's median rate. :func:`alternate_timed`: the same for callables that time themselves and
+  return several durations (CPU and wall seconds, say), a median rate for each.
 - :class:`PeakMemory`: the growth of memory during a call. CUDA: ``torch.cuda.max_memory_allocated``
   above what was allocated before. CPU: the peak resident set size (``VmHWM`` of /proc/self/status,
   reset through /proc/self/clear_refs) above the resident size before; while measuring, large
@@ -13,6 +14,7 @@
   after the timing rounds, so the timing runs with glibc's usual allocator behaviour).
 - :func:`matmul_rate`: the machine's measured matmul FLOP/s (a square matmul, same threads and dtype).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -22,7 +24,8 @@ import platform
 import re
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -45,7 +48,7 @@ def machine(device: torch.device) -> str:
         return torch.cuda.get_device_name(device)
     model = platform.processor() or "cpu"
     try:
-        text = open("/proc/cpuinfo").read()
+        text = Path("/proc/cpuinfo").read_text()
         model = re.search(r"model name\s*:\s*(.*)", text).group(1).strip()
         flags = re.search(r"flags\s*:\s*(.*)", text).group(1).split()
         extras = [name for name, flag in (("AVX-512", "avx512f"), ("AMX", "amx_bf16")) if flag in flags]
@@ -77,8 +80,9 @@ class Clock:
         return self.now() - start
 
 
-def alternate(contenders: dict[str, tuple[Callable[[], object], float]], reps: int, clock: Clock,
-              warmup: int = 1) -> dict[str, float]:
+def alternate(
+    contenders: dict[str, tuple[Callable[[], object], float]], reps: int, clock: Clock, warmup: int = 1
+) -> dict[str, float]:
     """``contenders``: name -> (callable, work units per call). Calls each in turn, ``warmup`` rounds
     excluded then ``reps`` rounds, and returns name -> median units per second."""
     for _ in range(warmup):
@@ -89,6 +93,27 @@ def alternate(contenders: dict[str, tuple[Callable[[], object], float]], reps: i
         for name, (fn, units) in contenders.items():
             rates[name].append(units / clock.elapsed(fn))
     return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def alternate_timed(
+    contenders: dict[str, tuple[Callable[[], tuple[float, ...]], float]], reps: int, warmup: int = 1
+) -> dict[str, tuple[float, ...]]:
+    """``contenders``: name -> (callable returning the seconds it measured, one or more, work units per
+    call). Calls each in turn, ``warmup`` rounds excluded then ``reps`` rounds (every other round in
+    reverse order, so that no contender always runs right after the same other one), and returns name ->
+    the median units per second of each measured duration."""
+    for _ in range(warmup):
+        for fn, _units in contenders.values():
+            fn()
+    seconds: dict[str, list[tuple[float, ...]]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for rep in range(reps):
+        for name in names if rep % 2 == 0 else reversed(names):
+            seconds[name].append(contenders[name][0]())
+    return {
+        name: tuple(statistics.median(units / s for s in column) for column in zip(*seconds[name]))
+        for name, (_fn, units) in contenders.items()
+    }
 
 
 def _libc():
@@ -104,7 +129,7 @@ M_MMAP_THRESHOLD = -3
 
 def _status_kib(field: str) -> int | None:
     try:
-        match = re.search(rf"{field}:\s+(\d+)", open("/proc/self/status").read())
+        match = re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text())
     except OSError:
         return None
     return int(match.group(1)) if match else None
