@@ -3,6 +3,7 @@ module on a tiny CSV interrupted with Ctrl-C and run again, two DDP processes, a
 
 import csv
 import json
+import re
 import os
 import signal
 import subprocess
@@ -45,11 +46,10 @@ def test_an_image_folder_gives_results_a_report_and_exports_and_a_rerun_skips_ev
     wall = time.time() - start
     assert first.returncode == 0, first.stderr[-3000:]
     assert "skipping 100 labels per class: class 'cat' has only" in first.stderr  # 24 - test - validation
-    assert (
-        "plan for a budget of 4.0 min" in first.stdout
-        and "pretraining: 30 steps" in first.stdout
-        and "fine-tuning pretrained, 1 labels/class" in first.stdout
-    )
+    assert "plan for a budget of 4.0 min" in first.stdout and "fine-tuning pretrained, 1 labels/class" in first.stdout
+    # --max-pretrain-steps caps the plan; a machine too busy for 30 steps in the budget's share plans fewer
+    planned = re.search(r"pretraining: (\d+) steps", first.stdout)
+    assert planned and 1 <= int(planned.group(1)) <= 30, first.stdout
     assert wall < 4 * 60, f"{wall:.0f} s: over the 4-minute budget"
     rows = read_results(out)
     assert sorted((r["init"], int(r["labels_per_class"]), int(r["seed"])) for r in rows) == sorted(
