@@ -150,7 +150,7 @@ class EmbeddingProjectionPlot(pl.Callback):
         embed: Callable[[dict], torch.Tensor] = (
             cast("Callable[[dict], torch.Tensor]", pl_module.features)
             if hasattr(pl_module, "features")
-            else lambda batch: cast("torch.nn.Module", pl_module.backbone)(batch["images"])
+            else lambda batch: pl_module(batch["images"])  # SimCLR's forward: the encoder, in its memory format
         )
         batches = loader if limit is None else itertools.islice(loader, limit)
         features, labels = extract_features(pl_module, batches, on_device, pl_module.device, self.max_samples, embed)
