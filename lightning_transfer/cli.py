@@ -10,6 +10,7 @@ Any LightningModule / LightningDataModule can be named by ``class_path`` (ours b
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ TRACEBACK_ENV = "LIGHTNING_TRANSFER_TRACEBACK"
 
 
 BEST_RECORD = "best_checkpoint.txt"
+LINKED_VOCAB_SIZE = "vocab_size"  # the model argument linked to the DataModule (TransferCLI.add_arguments_to_parser)
 FIT_CONFIG = "fit_config.yaml"
 
 
@@ -45,13 +47,49 @@ def best_checkpoint_of(root: str | Path) -> Path | None:
 class TransferCLI(LightningCLI):
     """LightningCLI with our defaults: seed 0, a config file saved next to the logs (overwrite
     allowed, so a requeued cluster job can start again), and TensorBoard and CSV loggers with one
-    save_dir sharing one ``version_N`` folder.
+    save_dir sharing one ``version_N`` folder. A model's ``vocab_size`` left null is linked to the
+    DataModule's ``vocab_size`` (``link_arguments``, see :meth:`_model_vocab_size`).
 
     After ``fit``, the path of the best checkpoint (the first ModelCheckpoint's, e.g. best
     ``val/acc``) is recorded in ``<default_root_dir>/best_checkpoint.txt``; ``validate``, ``test``
     and ``predict`` with the same config and no ``--ckpt_path`` evaluate that checkpoint. The fit's
     resolved config is copied to ``<default_root_dir>/fit_config.yaml``, so
     ``lightning-transfer test --config <default_root_dir>/fit_config.yaml`` repeats no argument."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # The model's vocabulary is the data's: a LightningCLI link, applied when the DataModule has been
+        # built and before the model is, so the model is built at once with its final size.
+        parser.link_arguments(
+            "data", f"model.init_args.{LINKED_VOCAB_SIZE}", compute_fn=self._model_vocab_size, apply_on="instantiate"
+        )
+
+    def _model_vocab_size(self, data) -> int | None:
+        """The value linked into ``model.init_args.vocab_size``: the DataModule's ``vocab_size`` (the
+        actual size of its tokenizer, which ``TextPretrainDataModule`` loads, or trains once and caches,
+        on first use) when the model has nothing else to size it from; otherwise the model's own value.
+
+        A model with ``vocab_size``, ``tokenizer`` or ``pretrained`` set keeps its own size, and
+        :meth:`~lightning_transfer.modules.bert_pretrain.BertPretrainModule.setup` checks it against the
+        data's tokenizer (one clear error when they differ), as it does for Python users. A model
+        without a ``vocab_size`` argument (SimCLR, fine-tuning) is left alone: jsonargparse ignores a
+        link whose target the chosen class does not have, and the data is not asked."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        model = config.model.get("init_args")
+        if model is None or "vocab_size" not in model:
+            # Lightning (2.6) copies this value into the model's logged hyperparameters even though the link
+            # is ignored: the DataModule's own ``vocab_size`` hyperparameter, if any, so the two never clash
+            # when Lightning merges them (instantiate_classes drops it from what checkpoints store)
+            return dict(getattr(data, "hparams", None) or {}).get(LINKED_VOCAB_SIZE)
+        if any(model.get(name) is not None for name in ("vocab_size", "tokenizer", "pretrained")):
+            return model.vocab_size
+        return getattr(data, "vocab_size", None)
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if LINKED_VOCAB_SIZE not in inspect.signature(type(self.model)).parameters:
+            # not an argument of this model: Lightning's instantiator put the ignored link's value into its
+            # hparams, which checkpoints store and load_from_checkpoint / --ckpt_path would pass back to __init__
+            self.model.hparams.pop(LINKED_VOCAB_SIZE, None)
 
     def before_instantiate_classes(self) -> None:
         self._loggers_follow_root_dir(self.config[self.subcommand] if self.subcommand else self.config)

@@ -73,3 +73,31 @@ def test_the_shared_loggers_follow_default_root_dir_from_the_command_line(capsys
                                capsys)["trainer"]
     assert trainer["default_root_dir"] == mine
     assert [entry["init_args"]["save_dir"] for entry in trainer["logger"]] == [mine, mine]
+
+
+def test_a_bert_model_without_a_size_is_linked_to_the_data_tokenizer_and_built_at_once(tmp_path):
+    from lightning_transfer.cli import build_cli
+
+    common = ["--config", str(ROOT / "configs/bert/reviews_tiny.yaml"), "--trainer.default_root_dir", str(tmp_path),
+              "--data.init_args.cache_dir", str(tmp_path / "cache"), "--data.init_args.tokenizer_vocab_size", "300"]
+    cli = build_cli(common, run=False)
+    size = cli.datamodule.tokenizer.get_vocab_size(with_added_tokens=True)
+    assert 16 < size <= 300 and cli.model.hparams.vocab_size == size  # LightningCLI link_arguments, no setup yet
+    assert cli.model.encoder.embeddings.word_embeddings.num_embeddings == size  # built with the data's size
+    # a size the user gives is kept (setup then checks it against the data: tests/test_bad_input.py)
+    given = build_cli([*common, "--model.init_args.vocab_size", "123"], run=False)
+    assert given.model.hparams.vocab_size == 123
+
+
+def test_models_without_a_vocabulary_ignore_the_link_and_their_checkpoints_load(tmp_path):
+    from lightning_transfer import SimCLRModule
+    from lightning_transfer.cli import build_cli
+
+    cli = build_cli(["--config", str(ROOT / "configs/simclr/mnist.yaml"), "--trainer.default_root_dir", str(tmp_path),
+                     "--trainer.fast_dev_run", "1", "--data.init_args.batch_size", "8"], run=False)
+    assert type(cli.model).__name__ == "SimCLRModule" and "vocab_size" not in cli.model.hparams
+    cli.trainer.fit(cli.model, cli.datamodule)
+    cli.trainer.save_checkpoint(tmp_path / "simclr.ckpt")
+    # Lightning's CLI instantiator stores the ignored link's value too; a stored vocab_size would reach __init__
+    loaded = SimCLRModule.load_from_checkpoint(tmp_path / "simclr.ckpt")
+    assert loaded.hparams.temperature == cli.model.hparams.temperature

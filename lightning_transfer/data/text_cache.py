@@ -53,12 +53,21 @@ def write_atomically(write: Callable[[Path], object], path: Path, complete: str)
 
 def cached_tokenizer(directory: Path, train: Callable[[], Tokenizer]) -> Tokenizer:
     """The tokenizer saved in ``directory``; when there is none, ``train()`` one and save it there
-    first (atomically). Always read back from disk, so concurrent runs all use the winner's file."""
+    first (atomically). Always read back from disk, so concurrent runs all use the winner's file.
+
+    Processes that start together (``torchrun``: every rank builds its DataModule, and the CLI asks it
+    for its vocabulary size before any process group exists) take a file lock beside ``directory``:
+    one trains, the others wait for its file instead of training the same tokenizer again."""
+    from filelock import FileLock
+
     from lightning_transfer.data.tokenizer import load_tokenizer, save_tokenizer
 
     if not (directory / TOKENIZER_FILE).exists():
-        trained = train()
-        write_atomically(lambda tmp: save_tokenizer(trained, tmp), directory, TOKENIZER_FILE)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(directory.parent / f".{directory.name}.lock")):
+            if not (directory / TOKENIZER_FILE).exists():  # not written while this process waited
+                trained = train()
+                write_atomically(lambda tmp: save_tokenizer(trained, tmp), directory, TOKENIZER_FILE)
     return load_tokenizer(directory / TOKENIZER_FILE)
 
 

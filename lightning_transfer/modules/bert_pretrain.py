@@ -87,7 +87,9 @@ class BertPretrainModule(OptimizedModule):
         vocab_size ... initializer_range: the :class:`~lightning_transfer.models.bert.BertConfig`
             fields (defaults: BERT-base). ``vocab_size=None`` takes it from ``tokenizer`` when given,
             else from the DataModule's tokenizer in :meth:`setup`; the resolved value is stored in
-            the hyperparameters, so ``load_from_checkpoint(path)`` rebuilds the model alone.
+            the hyperparameters, so ``load_from_checkpoint(path)`` rebuilds the model alone. The
+            ``lightning-transfer`` command links it to the DataModule's ``vocab_size`` when it builds
+            them (LightningCLI ``link_arguments``), so there the model is built with it at once.
         pretrained: a local Hugging Face BERT directory to continue pretraining from (its
             ``config.json`` overrides the size arguments; ``cls.*`` heads load when present), or
             ``minilm_demo``. ``load_from_checkpoint`` reads it again (the checkpoint's weights then

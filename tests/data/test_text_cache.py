@@ -123,6 +123,33 @@ def test_a_cached_tokenizer_is_trained_once_then_read_back(tmp_path, corpus_and_
     assert len(calls) == 1 and first.to_str() == second.to_str()
 
 
+def _train_tokenizer_at_once(directory, corpus, log, barrier, results):
+    def train():
+        with open(log, "a") as handle:  # one line per training, from whichever process trains
+            handle.write(f"{os.getpid()}\n")
+        return train_wordpiece([corpus.read_text()], vocab_size=40, min_frequency=1)
+
+    barrier.wait(timeout=60)
+    results.put(cached_tokenizer(directory, train).to_str())
+
+
+def test_processes_that_start_together_train_the_tokenizer_once_and_all_read_it(tmp_path, corpus_and_tokenizer):
+    # torchrun: every rank builds its DataModule and the CLI asks each for its vocabulary size at once
+    corpus, _ = corpus_and_tokenizer
+    context = mp.get_context("fork")
+    barrier, results, log = context.Barrier(3), context.Queue(), tmp_path / "trainings.log"
+    workers = [context.Process(target=_train_tokenizer_at_once,
+                               args=(tmp_path / "cache" / "tokenizer-x", corpus, log, barrier, results)) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    tokenizers = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(log.read_text().split()) == 1  # one process trained; the others waited for its file
+    assert len(set(tokenizers)) == 1 and '"[MASK]"' in tokenizers[0]
+
+
 def test_cache_keys_are_stable_and_change_with_any_part():
     assert cache_key("v1", "abc", 3, 0.5) == cache_key("v1", "abc", 3, 0.5)
     assert len({cache_key("v1", "abc", 3, 0.5), cache_key("v1", "abc", 4, 0.5), cache_key("v2", "abc", 3, 0.5)}) == 3
