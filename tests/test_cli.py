@@ -11,10 +11,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_print_config_resolves_every_argument():
-    out = subprocess.run([sys.executable, "-m", "lightning_transfer.cli", "fit", "--config", "configs/simclr/mnist.yaml",
-                          "--print_config"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    assert "class_path: lightning_transfer.SimCLRModule" in out and "temperature: 0.2" in out and "source: mnist_demo" in out
+def test_print_config_resolves_every_argument(capsys):
+    config = _resolved_config(["--config", str(ROOT / "configs/simclr/mnist.yaml")], capsys)
+    assert config["model"]["class_path"] == "lightning_transfer.SimCLRModule"
+    assert config["model"]["init_args"]["temperature"] == 0.2 and config["data"]["init_args"]["source"] == "mnist_demo"
 
 
 def test_bad_input_is_one_line_from_the_cli(tmp_path):

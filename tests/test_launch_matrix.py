@@ -2,7 +2,8 @@
 as a user launches it.
 
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
-(a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed``. After the DDP fit,
+(a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed`` (a fine-tuning recipe that
+follows its pretraining recipe runs (b) only: :func:`legs_of`). After the DDP fit,
 the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``; for one recipe on two
 processes)
 from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
@@ -249,7 +250,7 @@ def images(tmp_path_factory) -> Path:
 def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, images):
     values = {"images": str(images), "cache": str(tmp_path / "cache")}
     for config in CHAINS[chain]:
-        for leg in LEGS:
+        for leg in legs_of(config, chain):
             own_root = (config, leg) == OWN_ROOT
             root = recipe_root(config, tmp_path) if own_root else tmp_path / Path(config).stem / leg
             at_size = (config, leg) == AT_RECIPE_SIZE
@@ -272,6 +273,16 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
                 values["tokenizer"] = str(export_encoder(root, tmp_path / "bert_hf"))
         else:
             check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT)
+
+
+def legs_of(config: str, chain: str) -> list[str]:
+    """Both legs, except for a fine-tuning recipe that follows its pretraining recipe in a chain: its DDP bf16
+    fit only, which its ``test`` and ``predict`` then read. Each launch costs about 9 CPU-s of imports on a
+    suite that must stay within CI's 15 minutes; one-process fine-tuning through the process itself is
+    covered by that ``test`` and ``predict``, by ``sst2`` here (both legs) and by the ``transfer`` command's
+    tests (tests/transfer/), whose stages fine-tune in one process."""
+    follows_pretraining = "configs/finetune/" in config and CHAINS[chain][0] != config
+    return ["ddp_bf16"] if follows_pretraining else list(LEGS)
 
 
 OWN_ROOT = ("configs/simclr/mnist.yaml", "single_32")  # no --trainer.default_root_dir: the recipe's own, as it ships
