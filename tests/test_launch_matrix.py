@@ -3,7 +3,7 @@ as a user launches it.
 
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
 (a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed`` (a fine-tuning recipe that
-follows its pretraining recipe runs (b) only: :func:`legs_of`). After the DDP fit,
+follows its pretraining recipe, and the two Hub-dataset recipes run (b) only: :func:`legs_of`). After the DDP fit,
 the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``; for one recipe on two
 processes)
 from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
@@ -282,7 +282,13 @@ def legs_of(config: str, chain: str) -> list[str]:
     covered by that ``test`` and ``predict``, by ``sst2`` here (both legs) and by the ``transfer`` command's
     tests (tests/transfer/), whose stages fine-tune in one process."""
     follows_pretraining = "configs/finetune/" in config and CHAINS[chain][0] != config
-    return ["ddp_bf16"] if follows_pretraining else list(LEGS)
+    return ["ddp_bf16"] if follows_pretraining or config in ONE_PROCESS_ELSEWHERE else list(LEGS)
+
+
+# Recipes for datasets that need the network (run here on offline stand-ins) whose module and DataModule
+# classes launch in one process at 32-true in another chain (SimCLR + ImageDataModule: mnist, cifar10; BERT
+# + TextPretrainDataModule: reviews_tiny, minilm): their own DDP bf16 leg tests their settings.
+ONE_PROCESS_ELSEWHERE = {"configs/simclr/imagenet_resnet50.yaml", "configs/bert/wikitext103_base.yaml"}
 
 
 OWN_ROOT = ("configs/simclr/mnist.yaml", "single_32")  # no --trainer.default_root_dir: the recipe's own, as it ships
