@@ -51,6 +51,21 @@ def test_an_edit_that_keeps_size_and_mtime_still_misses_the_cache(tmp_path, corp
     assert not second.loaded_from_cache and second.cache_path != first.cache_path
 
 
+def _run_at_once(count, target, *args):
+    """Start ``count`` forked processes of ``target(*args, barrier, results)`` (they wait for each other at
+    the barrier, then put one result each); every process must exit 0. Returns their results."""
+    context = mp.get_context("fork")
+    barrier, results = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=target, args=(*args, barrier, results)) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    outcomes = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return outcomes
+
+
 def _build(settings, barrier, results):
     data = TextPretrainDataModule(**settings)
     data._cache_key()  # tokenizer and fingerprint first, so the two builds overlap as much as possible
@@ -63,15 +78,7 @@ def _build(settings, barrier, results):
 def test_two_processes_building_the_same_cache_at_once_both_get_the_same_complete_dataset(tmp_path, corpus_and_tokenizer):
     corpus, tokenizer = corpus_and_tokenizer
     settings = _settings(corpus, tokenizer, tmp_path / "cache")
-    context = mp.get_context("fork")
-    barrier, results = context.Barrier(2), context.Queue()
-    workers = [context.Process(target=_build, args=(settings, barrier, results)) for _ in range(2)]
-    for worker in workers:
-        worker.start()
-    outcomes = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    outcomes = _run_at_once(2, _build, settings)
     outcomes = [(path, train, val) for path, _, train, val in outcomes]  # either may have lost the race
     assert outcomes[0] == outcomes[1] and outcomes[0][1]
     reference = TextPretrainDataModule(**settings)
@@ -136,16 +143,8 @@ def _train_tokenizer_at_once(directory, corpus, log, barrier, results):
 def test_processes_that_start_together_train_the_tokenizer_once_and_all_read_it(tmp_path, corpus_and_tokenizer):
     # torchrun: every rank builds its DataModule and the CLI asks each for its vocabulary size at once
     corpus, _ = corpus_and_tokenizer
-    context = mp.get_context("fork")
-    barrier, results, log = context.Barrier(3), context.Queue(), tmp_path / "trainings.log"
-    workers = [context.Process(target=_train_tokenizer_at_once,
-                               args=(tmp_path / "cache" / "tokenizer-x", corpus, log, barrier, results)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    tokenizers = [results.get(timeout=120) for _ in workers]
-    for worker in workers:
-        worker.join(timeout=60)
-        assert worker.exitcode == 0
+    log = tmp_path / "trainings.log"
+    tokenizers = _run_at_once(3, _train_tokenizer_at_once, tmp_path / "cache" / "tokenizer-x", corpus, log)
     assert len(log.read_text().split()) == 1  # one process trained; the others waited for its file
     assert len(set(tokenizers)) == 1 and '"[MASK]"' in tokenizers[0]
 
