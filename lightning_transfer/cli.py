@@ -199,7 +199,9 @@ def main(args: list[str] | None = None) -> None:
         return optimize_main(argv[1:])
     try:
         build_cli(args)
-    except Exception as err:
+    except (
+        Exception
+    ) as err:  # converts a UserInputError (or argument error) in its chain to one line; re-raises the rest
         found = _user_error(err)
         if found is None or os.environ.get(TRACEBACK_ENV):
             raise

@@ -125,7 +125,7 @@ class ImageFolderDataset(Dataset):
             if not self.decode:
                 return path.read_bytes(), label
             return decode_image_file(path, self.channels, self.size), label
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - any read or decoder failure means unreadable: skipped and counted
             if path in self._skipped_files:  # warned once already (an earlier epoch)
                 return None
             self._skipped_files.add(path)
@@ -159,7 +159,7 @@ class HFImageDataset(Dataset):
 
         try:
             image = self.dataset[index][self.image_column].convert("L" if self.channels == 1 else "RGB")
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001 - the Hub dataset's own decoder failed: skipped, as in a folder
             warnings.warn(f"skipped unreadable image at index {index} ({err})", stacklevel=1)
             return None
         return fit_square(TF.pil_to_tensor(image), self.size), int(self.labels[index])

@@ -106,7 +106,7 @@ def read_torch_file(path: Path, trust_checkpoint: bool = False, what: str = "pre
     warnings.warn(f"{path} is unpickled in full (trust_checkpoint=True)", stacklevel=3)
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - a trusted file that still fails to unpickle (missing class, corrupt): one message
         raise UserInputError(
             f"{what}={path} is not a readable PyTorch checkpoint ({type(err).__name__}); {EXPECTED}"
         ) from None
