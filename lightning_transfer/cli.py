@@ -72,17 +72,17 @@ class TransferCLI(LightningCLI):
         :meth:`~lightning_transfer.modules.bert_pretrain.BertPretrainModule.setup` checks it against the
         data's tokenizer (one clear error when they differ), as it does for Python users. A model
         without a ``vocab_size`` argument (SimCLR, fine-tuning) is left alone: jsonargparse ignores a
-        link whose target the chosen class does not have, and the data is not asked."""
+        link whose target the chosen class does not have, and the data's tokenizer is not loaded."""
         config = self.config[self.subcommand] if self.subcommand else self.config
         model = config.model.get("init_args")
-        if model is None or "vocab_size" not in model:
+        if model is None or LINKED_VOCAB_SIZE not in model:
             # Lightning (2.6) copies this value into the model's logged hyperparameters even though the link
             # is ignored: the DataModule's own ``vocab_size`` hyperparameter, if any, so the two never clash
             # when Lightning merges them (instantiate_classes drops it from what checkpoints store)
             return dict(getattr(data, "hparams", None) or {}).get(LINKED_VOCAB_SIZE)
-        if any(model.get(name) is not None for name in ("vocab_size", "tokenizer", "pretrained")):
-            return model.vocab_size
-        return getattr(data, "vocab_size", None)
+        if any(model.get(name) is not None for name in (LINKED_VOCAB_SIZE, "tokenizer", "pretrained")):
+            return model.get(LINKED_VOCAB_SIZE)
+        return getattr(data, LINKED_VOCAB_SIZE, None)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
