@@ -101,3 +101,20 @@ def test_models_without_a_vocabulary_ignore_the_link_and_their_checkpoints_load(
     # Lightning's CLI instantiator stores the ignored link's value too; a stored vocab_size would reach __init__
     loaded = SimCLRModule.load_from_checkpoint(tmp_path / "simclr.ckpt")
     assert loaded.hparams.temperature == cli.model.hparams.temperature
+
+
+def test_a_user_datamodule_with_its_own_vocab_size_and_a_model_without_one_fit_and_log_together(tmp_path):
+    # Lightning merges the model's and the DataModule's logged hyperparameters and stops on a key with two
+    # values; its CLI instantiator also gives the model the (ignored) link's value, which must not clash
+    from tests.helpers.cli_classes import ModelWithoutVocabulary
+    from lightning_transfer.cli import build_cli
+
+    cli = build_cli(["--model", "tests.helpers.cli_classes.ModelWithoutVocabulary", "--data",
+                     "tests.helpers.cli_classes.DataWithVocabulary", "--trainer.default_root_dir", str(tmp_path),
+                     "--trainer.max_steps", "2", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"],
+                    run=False)
+    cli.trainer.fit(cli.model, cli.datamodule)  # logs the merged hyperparameters
+    logged = (Path(cli.trainer.log_dir) / "hparams.yaml").read_text()
+    assert "vocab_size: 7" in logged and "width: 3" in logged
+    cli.trainer.save_checkpoint(tmp_path / "model.ckpt")
+    assert ModelWithoutVocabulary.load_from_checkpoint(tmp_path / "model.ckpt").hparams.width == 3
