@@ -35,6 +35,12 @@ TASKS = ("mnist", "reviews")
 # least 40% of the digit and turn it by up to 15 degrees (on 1,500 steps this lifted 10-labels-per-class
 # linear accuracy on frozen features from 0.89 to 0.94).
 MNIST_AUGMENT = {"crop_scale": [0.4, 1.0], "rotation": 15.0, "flip_prob": 0.0, "blur_prob": 0.0}
+# NT-Xent's temperature for ten digits: in a batch of 128 about one negative in ten is the view's own digit,
+# and a low temperature weighs the nearest negatives most, which with ten classes are mostly those (Wang &
+# Liu 2021, "Understanding the Behaviour of Contrastive Loss"). Linear accuracy on frozen features at 10
+# labels per class after 1,000 steps, two label draws: 0.898 at 0.1, 0.950 at 0.5, 0.961 at 0.7, 0.964 at
+# 1.0, 0.960 at 2.0 (and 0.926 at 0.2, the old value, after 1,500 steps; 2026-12-07).
+MNIST_TEMPERATURE = 1.0
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ def task_arguments(task: str, plan: TaskPlan, out: Path, progress: bool) -> list
         common += ["--max-pretrain-steps", str(plan.max_pretrain_steps)]
     if task == "mnist":
         folder = write_mnist_folder(data / ("mnist" if plan.limit is None else f"mnist_{plan.limit}"), plan.limit)
-        return [str(folder), *common, "--augment", json.dumps(MNIST_AUGMENT)]
+        return [str(folder), *common, "--augment", json.dumps(MNIST_AUGMENT), "--temperature", str(MNIST_TEMPERATURE)]
     from lightning_transfer.data.sources import minilm_directory
 
     table = write_reviews_table(

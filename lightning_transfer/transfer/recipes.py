@@ -97,7 +97,7 @@ def simclr_stage(data: TransferData, settings: TransferSettings, batch_size: int
         **encoder,
         projection_hidden_dim=512,
         projection_dim=128,
-        temperature=0.2,
+        temperature=settings.temperature,
         optimizer="adamw",
         lr=2e-3 if encoder["backbone"] == "convnet" else 1e-3,
         lr_scaling="none",

@@ -54,6 +54,7 @@ class TransferSettings:
     backbone: str = "auto"
     image_size: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 0.5
     max_seq_length: int = 128
     seed: int = 0
     progress: bool = True
@@ -147,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         default={},
         help="SimCLR augmentation overrides as JSON, e.g. '{\"flip_prob\": 0}'",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.5,
+        help="SimCLR's NT-Xent temperature (default 0.5, the paper's CIFAR-10 value; data with few classes "
+        "gain from higher: see the README)",
+    )
     parser.add_argument("--max-seq-length", type=int, default=128, help="text: tokens per example (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the test/validation split (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bars")
@@ -188,6 +196,8 @@ def parse_settings(argv: list[str] | None) -> TransferSettings:
         parser.error("--seeds must be at least 1")
     if args.budget_minutes <= 0:
         parser.error("--budget-minutes must be positive")
+    if args.temperature <= 0:
+        parser.error(f"--temperature must be positive, got {args.temperature}")
     if args.max_pretrain_steps is not None and args.max_pretrain_steps < 1:
         parser.error("--max-pretrain-steps must be at least 1")
     return TransferSettings(
@@ -207,6 +217,7 @@ def parse_settings(argv: list[str] | None) -> TransferSettings:
         backbone=args.backbone,
         image_size=args.image_size,
         augment=args.augment,
+        temperature=args.temperature,
         max_seq_length=args.max_seq_length,
         seed=args.seed,
         progress=not args.no_progress,

@@ -18,7 +18,10 @@ def test_an_image_stage_follows_its_run_and_lp_ft_probes_for_half_the_epochs(tmp
     settings = parse_settings([str(root), "--output-dir", str(tmp_path / "out"), "--strategy", "full"])
     data = prepare_data(settings, tmp_path / "out" / "data")
     module, _ = recipes.simclr_stage(data, settings, batch_size=4)
+    assert module.hparams.temperature == 0.5  # the default: the paper's CIFAR-10 value
     encoder = module.export_encoder(tmp_path / "encoder")
+    warm = parse_settings([str(root), "--output-dir", str(tmp_path / "out"), "--temperature", "1.0"])
+    assert recipes.simclr_stage(data, warm, batch_size=4)[0].hparams.temperature == 1.0
 
     run = FinetuneRun("pretrained", 3, 7, "lp_ft", batch_size=5, epochs=9, steps=18, seconds=1.0)
     module, datamodule = recipes.finetune_stage(data, settings, run, encoder)

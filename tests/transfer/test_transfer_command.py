@@ -176,6 +176,7 @@ def test_two_ddp_processes_run_every_stage_once(tmp_path):
         (["--labels-per-class", "0"], "--labels-per-class needs positive integers"),
         (["--trainer.max_epochs", "3"], "--trainer.max_epochs is set by the command per stage"),
         (["--trainer.bogus", "1"], "--trainer.bogus is not a pl.Trainer argument"),
+        (["--temperature", "0"], "--temperature must be positive, got 0.0"),
     ],
 )
 def test_bad_arguments_get_one_line(tmp_path, arguments, message, capsys):
