@@ -48,6 +48,7 @@ def test_the_demo_writes_its_digit_folder_and_review_table_and_the_transfer_argu
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [str(d) for d in range(10)]
     assert len(list((folder / "7").glob("*.png"))) == 40
     assert arguments[arguments.index("--augment") + 1] == json.dumps(demo.MNIST_AUGMENT)
+    assert arguments[arguments.index("--temperature") + 1] == "1.0"  # ten classes: a warm NT-Xent (README)
     assert arguments[arguments.index("--max-pretrain-steps") + 1] == "20" and "--no-progress" in arguments
     arguments = demo.task_arguments("reviews", smoke["reviews"], tmp_path, progress=True)
     with open(arguments[0]) as handle:
