@@ -19,6 +19,7 @@ from lightning_transfer.errors import UserInputError, require
 STRATEGIES = ("auto", "linear", "lp_ft", "full")
 BACKBONES = ("auto", "convnet", "resnet18", "resnet34", "resnet50")
 DEFAULT_LABELS = (1, 5, 10, 50)
+DEFAULT_TEMPERATURE = 0.5  # SimCLR's NT-Xent temperature: the paper's CIFAR-10 value
 # Options the command owns: each stage sets them itself (its step count, its logs, no checkpoints).
 OWNED_TRAINER_OPTIONS = (
     "max_steps",
@@ -54,7 +55,7 @@ class TransferSettings:
     backbone: str = "auto"
     image_size: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
-    temperature: float = 0.5
+    temperature: float = DEFAULT_TEMPERATURE
     max_seq_length: int = 128
     seed: int = 0
     progress: bool = True
@@ -151,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--temperature",
         type=float,
-        default=0.5,
-        help="SimCLR's NT-Xent temperature (default 0.5, the paper's CIFAR-10 value; data with few classes "
+        default=DEFAULT_TEMPERATURE,
+        help=f"SimCLR's NT-Xent temperature (default {DEFAULT_TEMPERATURE}, the paper's CIFAR-10 value; data with few classes "
         "gain from higher: see the README)",
     )
     parser.add_argument("--max-seq-length", type=int, default=128, help="text: tokens per example (default 128)")
