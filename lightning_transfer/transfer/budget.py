@@ -3,10 +3,11 @@
 The command times a few real steps of each stage (:class:`Timings`, measured by the pipeline with
 :class:`StepTimer`), then :func:`make_plan` solves for the sizes. With ``t`` the measured seconds:
 
-- a fine-tuning run costs ``fixed + steps * step(batch, strategy)``: ``fixed`` is its set-up,
-  validation and test pass, ``step`` is interpolated linearly in the batch size between the two
-  timed batch sizes, and a frozen encoder (``linear``) steps at the timed linear cost (LP-FT: the
-  mean of both);
+- a fine-tuning run costs ``trials * (fixed + steps * step(batch, strategy)) + test``: it trains
+  and validates once per ``--lr-factors`` value (``trials``; ``fixed`` is a trial's set-up and
+  validation pass) and tests the kept one (``test``); ``step`` is interpolated linearly in the
+  batch size (an epoch's mean: its last batch may be short) between the two timed batch sizes, and
+  a frozen encoder (``linear``) steps at the timed linear cost (LP-FT: the mean of both);
 - every run trains about ``S`` optimizer steps, as whole epochs over its labeled subset
   (``epochs(k) = max(1, round(S / steps_per_epoch(k)))``, at least 2 for LP-FT). ``S`` is the
   default (100 for images, 60 for text) when all runs then fit in 70% of the remaining budget and
@@ -81,7 +82,8 @@ class StepTimer(pl.Callback):
 class Timings:
     """Seconds measured on this machine. Pretraining: ``pretrain_step``, ``pretrain_fixed`` (set-up
     and the final validation). Fine-tuning: ``finetune_step`` at batch sizes ``finetune_batches``
-    (full fine-tuning), ``linear_step`` at the smaller one, and ``finetune_fixed`` per run."""
+    (full fine-tuning), ``linear_step`` at the smaller one, ``finetune_fixed`` per trial (set-up and
+    the validation pass) and ``finetune_test`` per run (the test pass of the kept trial)."""
 
     pretrain_step: float
     pretrain_fixed: float
@@ -90,8 +92,9 @@ class Timings:
     linear_step: float
     finetune_fixed: float
     calibration: float = 0.0
+    finetune_test: float = 0.0
 
-    def step(self, batch: int, strategy: str) -> float:
+    def step(self, batch: float, strategy: str) -> float:
         (b0, b1), (t0, t1) = self.finetune_batches, self.finetune_step
         full = t0 if b1 == b0 else t0 + (t1 - t0) * (batch - b0) / (b1 - b0)
         full = max(full, 1e-4)
@@ -128,6 +131,7 @@ class Plan:
     runs: list[FinetuneRun]
     timings: Timings
     estimate: dict[str, float] = field(default_factory=dict)
+    lr_trials: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,7 +158,9 @@ class Plan:
             f"at batch {self.timings.finetune_batches[1]}):",
             f"  pretraining: {self.pretrain_steps} steps of {self.pretrain_batch_size} per process, "
             f"~{minutes(self.estimate['pretraining'])}",
-            f"  fine-tuning: {len(self.runs)} runs of ~{self.finetune_steps} steps, ~{minutes(self.estimate['finetuning'])}",
+            f"  fine-tuning: {len(self.runs)} runs of ~{self.finetune_steps} steps"
+            + (f", each at {self.lr_trials} LRs (validation picks)" if self.lr_trials > 1 else "")
+            + f", ~{minutes(self.estimate['finetuning'])}",
         ]
         by_k: dict[int, list[FinetuneRun]] = {}
         for run in self.runs:
@@ -183,11 +189,13 @@ class RunShape:
     examples_per_process: int
 
 
-def _sized(shape: RunShape, target_steps: int, timings: Timings) -> FinetuneRun:
+def _sized(shape: RunShape, target_steps: int, timings: Timings, trials: int) -> FinetuneRun:
     per_epoch = max(1, math.ceil(shape.examples_per_process / shape.batch_size))
     epochs = max(2 if shape.strategy == "lp_ft" else 1, round(target_steps / per_epoch))
     steps = epochs * per_epoch
-    seconds = timings.finetune_fixed + steps * timings.step(shape.batch_size, shape.strategy)
+    mean_batch = shape.examples_per_process / per_epoch  # the last batch of an epoch may be short
+    trial = timings.finetune_fixed + steps * timings.step(mean_batch, shape.strategy)
+    seconds = trials * trial + timings.finetune_test
     return FinetuneRun(
         shape.init,
         shape.labels_per_class,
@@ -208,8 +216,10 @@ def make_plan(
     default_finetune_steps: int,
     pretrain_batch_size: int,
     max_pretrain_steps: int | None = None,
+    lr_trials: int = 1,
 ) -> Plan:
-    """Size pretraining and fine-tuning to what is left of the budget (see the module docstring).
+    """Size pretraining and fine-tuning to what is left of the budget (see the module docstring);
+    ``lr_trials``: how many times each run trains (one per ``--lr-factors`` value).
 
     Raises:
         UserInputError: the budget cannot run one pretraining step and one epoch per fine-tuning run;
@@ -218,7 +228,7 @@ def make_plan(
     remaining = budget_seconds - elapsed_seconds - RESERVE_SECONDS
 
     def runs_for(target: int) -> list[FinetuneRun]:
-        return [_sized(shape, target, timings) for shape in shapes]
+        return [_sized(shape, target, timings, lr_trials) for shape in shapes]
 
     def cost(runs: list[FinetuneRun]) -> float:
         return sum(run.seconds for run in runs)
@@ -255,4 +265,5 @@ def make_plan(
             "finetuning": round(finetuning, 1),
             "total": round(elapsed_seconds + pretraining + finetuning + RESERVE_SECONDS, 1),
         },
+        lr_trials=lr_trials,
     )

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from lightning_transfer.transfer.pipeline import Transfer
 
 
-def plan_summary(plan: Plan, pretraining: dict[str, Any] | None) -> dict[str, Any]:
+def plan_summary(plan: Plan, pretraining: dict[str, Any] | None, lr_factors: tuple[float, ...]) -> dict[str, Any]:
     epochs: dict[int, dict[str, int]] = {}
     for run in plan.runs:
         epochs.setdefault(run.labels_per_class, {})[run.init] = run.epochs
@@ -38,6 +38,8 @@ def plan_summary(plan: Plan, pretraining: dict[str, Any] | None) -> dict[str, An
             f"{k}: " + ", ".join(f"{e} ({init})" for init, e in by_init.items())
             for k, by_init in sorted(epochs.items())
         ),
+        "fine-tuning LRs per run (x the recipe's)": ", ".join(f"{f:g}" for f in lr_factors)
+        + ("; validation picks one, the same grid for every init" if len(lr_factors) > 1 else ""),
         "timed pretraining step (s)": plan.timings.pretrain_step,
         "timed fine-tuning step (s)": plan.timings.finetune_step[1],
         "estimated minutes": round(plan.estimate["total"] / 60, 1),
@@ -66,7 +68,7 @@ def write_outputs(transfer: Transfer, plan: Plan, records: list[dict[str, Any]])
             test=data.split_sizes["test"],
         ),
         records=scalars,
-        plan=plan_summary(plan, pretraining),
+        plan=plan_summary(plan, pretraining, settings.lr_factors),
         best=BestModel(
             init=best["init"],
             labels_per_class=best["labels_per_class"],

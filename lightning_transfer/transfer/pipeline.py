@@ -4,8 +4,9 @@
 2. Time a few steps of every kind of stage and size the stages to the budget
    (:mod:`~lightning_transfer.transfer.budget`); print the plan. A rerun reuses the saved plan.
 3. Pretrain on the pool and the unlabeled data; export the encoder (``pretrained_encoder/``).
-4. Fine-tune every ``init x labels_per_class x seed`` run; each is tested on the held-out test set and
-   validated on the validation set, which picks the best model
+4. Fine-tune every ``init x labels_per_class x seed`` run at each of ``--lr-factors`` times its
+   recipe's LR; the validation set picks the LR, and that model alone is tested on the held-out test
+   set. Validation also picks the best model
    (:func:`~lightning_transfer.transfer.best_model.best_record`, ``best_model/model.ckpt``).
 5. Write ``results.csv``/``results.json``, ``label_efficiency.png``, ``report.md``/``report.html``.
 
@@ -197,6 +198,7 @@ class Transfer:
                 recipes.finetune_default_steps(self.data),
                 pretrain_batch,
                 self.settings.max_pretrain_steps,
+                lr_trials=len(self.settings.lr_factors),
             )
         except UserInputError as err:  # every process stops with process 0's message
             outcome = str(err)
@@ -229,7 +231,7 @@ class Transfer:
             recipes.finetune_batch_size(self.data, small, self.world_size),
             recipes.finetune_batch_size(self.data, large, self.world_size),
         )
-        steps, fixed = [], 0.0
+        steps, fixed, test = [], 0.0, 0.0
         for k, strategy in ((small, "full"), (large, "full"), (small, "linear")):
             timer = StepTimer(CALIBRATION_STEPS, epoch_limit=0)  # epochs of a step or a few: boundaries are in
             init = "scratch" if strategy == "full" else "pretrained"
@@ -246,10 +248,12 @@ class Transfer:
                 val_check_interval=10**9,
             )
             self.ctrl_c.call(trainer.fit, module, datamodule)
-            if not fixed:  # set-up and the evaluation passes of one run (the same for every run)
+            if not fixed:  # a trial's set-up and validation pass, and the test pass of a run (the same for every run)
                 self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)
+                tested = time.time()
                 self.ctrl_c.call(trainer.test, module, datamodule, verbose=False)
-                fixed = (time.time() - wall) - sum(timer.steps)
+                test = time.time() - tested
+                fixed = (tested - wall) - sum(timer.steps)
             steps.append(timer.seconds_per_step())
         timings = Timings(
             pretrain_step=round(pretrain_step, 5),
@@ -258,6 +262,7 @@ class Transfer:
             finetune_step=(round(steps[0], 5), round(steps[1], 5)),
             linear_step=round(steps[2], 5),
             finetune_fixed=round(fixed, 3),
+            finetune_test=round(test, 3),
             calibration=round(time.time() - begin, 1),
         )
         return timings, trainer
@@ -365,12 +370,25 @@ class Transfer:
         return records
 
     def finetune(self, run: FinetuneRun, encoder: Path) -> tuple[dict[str, Any], pl.Trainer]:
+        """Train ``run`` at each of ``--lr-factors`` times its recipe's LR, keep the one with the best
+        validation accuracy (on a tie the smaller LR) and test only that one: the test set never picks."""
         start = time.time()
-        pl.seed_everything(run.seed, workers=True, verbose=False)
-        module, datamodule = recipes.finetune_stage(self.data, self.settings, run, encoder)
-        trainer = self.trainer(run.name, max_epochs=run.epochs, check_val_every_n_epoch=run.epochs + 1)
-        self.ctrl_c.call(trainer.fit, module, datamodule)
-        validation = self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)[0]
+        factors = self.settings.lr_factors
+        tried: list[str] = []
+        best: tuple[float, float, Any, Any, pl.Trainer] | None = None
+        for factor in factors:
+            pl.seed_everything(run.seed, workers=True, verbose=False)
+            module, datamodule = recipes.finetune_stage(self.data, self.settings, run, encoder, lr_factor=factor)
+            name = run.name if len(factors) == 1 else f"{run.name}-lr{factor:g}x"
+            trainer = self.trainer(name, max_epochs=run.epochs, check_val_every_n_epoch=run.epochs + 1)
+            self.ctrl_c.call(trainer.fit, module, datamodule)
+            validation = self.ctrl_c.call(trainer.validate, module, datamodule, verbose=False)[0]
+            accuracy = float(validation["val/acc"])  # synchronized: every process makes the same choice
+            tried.append(f"{module.hparams.lr:.3g}: {accuracy:.4f}")
+            if best is None or accuracy > best[0]:
+                best = (accuracy, factor, module, datamodule, trainer)
+        assert best is not None  # --lr-factors is never empty
+        accuracy, factor, module, datamodule, trainer = best
         test = self.ctrl_c.call(trainer.test, module, datamodule, verbose=False)[0]
         record = {
             "init": run.init,
@@ -378,8 +396,11 @@ class Transfer:
             "seed": run.seed,
             "test_accuracy": round(float(test["test/acc"]), 4),
             "test_macro_f1": round(float(test["test/f1"]), 4),
-            "val_accuracy": round(float(validation["val/acc"]), 4),
+            "val_accuracy": round(accuracy, 4),
             "strategy": run.strategy,
+            "lr": float(f"{module.hparams.lr:.4g}"),
+            "lr_factor": factor,
+            "val_accuracy_by_lr": "; ".join(tried),
             "epochs": run.epochs,
             "steps": int(trainer.global_step),
             "train_examples": run.labels_per_class * self.data.num_classes,

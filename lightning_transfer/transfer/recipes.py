@@ -135,14 +135,17 @@ def finetune_module(data: TransferData, run: FinetuneRun, encoder: Path, **recip
     )
 
 
-def image_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+def image_finetune_stage(
+    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
+):
     """``(FineTuneModule, ImageDataModule)`` for ``run``: ``run.labels_per_class`` images of every
-    class drawn with ``run.seed`` from the pool, in batches of ``run.batch_size``."""
+    class drawn with ``run.seed`` from the pool, in batches of ``run.batch_size``; the recipe's LR
+    times ``lr_factor``."""
     module = finetune_module(
         data,
         run,
         encoder,
-        lr=2e-3,
+        lr=2e-3 * lr_factor,
         weight_decay=1e-4,
         warmup_fraction=0.05,
         schedule="cosine",
@@ -207,16 +210,18 @@ def text_pretrain_stage(data: TransferData, settings: TransferSettings, batch_si
     return module, datamodule
 
 
-def text_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+def text_finetune_stage(
+    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
+):
     """``(FineTuneModule, TextClassificationDataModule)`` for ``run``; ``encoder`` is a Hugging Face
-    directory with its tokenizer (our export, or ``--init-from``)."""
+    directory with its tokenizer (our export, or ``--init-from``); the recipe's LR times ``lr_factor``."""
     from lightning_transfer.data.text import TextClassificationDataModule
 
     module = finetune_module(
         data,
         run,
         encoder,
-        lr=1e-4 if run.strategy != "linear" else 1e-3,
+        lr=(1e-4 if run.strategy != "linear" else 1e-3) * lr_factor,
         warmup_fraction=0.1,
         pooling="mean",
     )
@@ -241,11 +246,14 @@ def pretrain_stage(data: TransferData, settings: TransferSettings, batch_size: i
     return text_pretrain_stage(data, settings, batch_size, cache_dir)
 
 
-def finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
+def finetune_stage(
+    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
+):
     """The module and DataModule of the fine-tuning ``run`` (as planned: its strategy, epochs and batch
-    size are decided) on ``encoder``, for images or texts."""
+    size are decided) on ``encoder``, for images or texts, at ``lr_factor`` times the recipe's LR (one
+    of ``--lr-factors``: the pipeline tries each and keeps the best on validation)."""
     build = image_finetune_stage if data.kind == "image" else text_finetune_stage
-    return build(data, settings, run, encoder)
+    return build(data, settings, run, encoder, lr_factor)
 
 
 def pretrain_batch_size(data: TransferData, world_size: int) -> int:

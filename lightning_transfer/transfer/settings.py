@@ -20,6 +20,10 @@ STRATEGIES = ("auto", "linear", "lp_ft", "full")
 BACKBONES = ("auto", "convnet", "resnet18", "resnet34", "resnet50")
 DEFAULT_LABELS = (1, 5, 10, 50)
 DEFAULT_TEMPERATURE = 0.5  # SimCLR's NT-Xent temperature: the paper's CIFAR-10 value
+# Fine-tuning LRs each run tries, as multiples of its recipe's LR; the run keeps the one with the best
+# validation accuracy. The same grid for every init, so that scratch is tuned as carefully as pretrained: on
+# the demo's digits, scratch at 10 labels per class scored 0.855 at the recipe's LR and 0.899 at 2.5x.
+DEFAULT_LR_FACTORS = (0.3, 1.0, 3.0)
 # Options the command owns: each stage sets them itself (its step count, its logs, no checkpoints).
 OWNED_TRAINER_OPTIONS = (
     "max_steps",
@@ -56,6 +60,7 @@ class TransferSettings:
     image_size: int | None = None
     augment: dict[str, Any] = field(default_factory=dict)
     temperature: float = DEFAULT_TEMPERATURE
+    lr_factors: tuple[float, ...] = DEFAULT_LR_FACTORS
     max_seq_length: int = 128
     seed: int = 0
     progress: bool = True
@@ -76,6 +81,16 @@ def _labels(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"--labels-per-class takes comma-separated integers, got {text!r}") from None
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError(f"--labels-per-class needs positive integers, got {text!r}")
+    return values
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--lr-factors takes comma-separated numbers, got {text!r}") from None
+    if not values or values[0] <= 0:
+        raise argparse.ArgumentTypeError(f"--lr-factors needs positive numbers, got {text!r}")
     return values
 
 
@@ -156,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"SimCLR's NT-Xent temperature (default {DEFAULT_TEMPERATURE}, the paper's CIFAR-10 value; data with few classes "
         "gain from higher: see the README)",
     )
+    parser.add_argument(
+        "--lr-factors",
+        type=_factors,
+        default=DEFAULT_LR_FACTORS,
+        help="fine-tuning LRs to try, as multiples of the recipe's LR; each run keeps the one with the best validation "
+        f"accuracy, the same grid for every init (default {','.join(f'{f:g}' for f in DEFAULT_LR_FACTORS)}; 1: no search)",
+    )
     parser.add_argument("--max-seq-length", type=int, default=128, help="text: tokens per example (default 128)")
     parser.add_argument("--seed", type=int, default=0, help="the seed of the test/validation split (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bars")
@@ -219,6 +241,7 @@ def parse_settings(argv: list[str] | None) -> TransferSettings:
         image_size=args.image_size,
         augment=args.augment,
         temperature=args.temperature,
+        lr_factors=args.lr_factors,
         max_seq_length=args.max_seq_length,
         seed=args.seed,
         progress=not args.no_progress,

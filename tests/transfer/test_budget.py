@@ -96,3 +96,12 @@ def test_the_step_timer_spreads_the_epoch_boundary_over_the_epoch():
     assert timer.seconds_per_step() == pytest.approx(0.1 + 0.5 / 4)
     timer.ends = [(i, 0.1 * i) for i in range(8)]  # one long epoch: no boundary seen
     assert timer.seconds_per_step() == pytest.approx(0.1)
+
+
+def test_a_short_last_batch_is_costed_at_the_epochs_mean_batch():
+    # 70 examples in batches of 50: 50 + 20, a mean of 35, 5/8 of the way from the timed 10 (0.1 s) to 50 (0.3 s)
+    shape = RunShape("scratch", 7, 0, "full", 50, 70)
+    plan = make_plan(600, 0, TIMINGS, [shape], default_finetune_steps=10, pretrain_batch_size=8)
+    (run,) = plan.runs
+    assert (run.epochs, run.steps) == (5, 10)
+    assert run.seconds == pytest.approx(2.0 + 10 * 0.225)  # at the nominal 50: 2.0 + 10 * 0.3

@@ -48,5 +48,7 @@ def test_a_text_stage_follows_its_run(tmp_path, strategy, lr):
     run = FinetuneRun("init_from", 4, 2, strategy, batch_size=3, epochs=2, steps=6, seconds=1.0)
     module, datamodule = recipes.finetune_stage(data, settings, run, minilm_directory())
     assert (module.hparams.strategy, module.hparams.lr, module.hparams.pooling) == (strategy, lr, "mean")
+    tried = recipes.finetune_stage(data, settings, run, minilm_directory(), lr_factor=3.0)[0]
+    assert tried.hparams.lr == pytest.approx(3 * lr)  # one of --lr-factors: a multiple of the recipe's LR
     assert (datamodule.hparams.labels_per_class, datamodule.hparams.subset_seed) == (4, 2)
     assert (datamodule.hparams.batch_size, datamodule.hparams.max_seq_length) == (3, 16)

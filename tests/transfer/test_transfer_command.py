@@ -177,6 +177,7 @@ def test_two_ddp_processes_run_every_stage_once(tmp_path):
         (["--trainer.max_epochs", "3"], "--trainer.max_epochs is set by the command per stage"),
         (["--trainer.bogus", "1"], "--trainer.bogus is not a pl.Trainer argument"),
         (["--temperature", "0"], "--temperature must be positive, got 0.0"),
+        (["--lr-factors", "1,0"], "--lr-factors needs positive numbers, got '1,0'"),
     ],
 )
 def test_bad_arguments_get_one_line(tmp_path, arguments, message, capsys):
