@@ -50,11 +50,13 @@ def test_the_demo_writes_its_digit_folder_and_review_table_and_the_transfer_argu
     assert arguments[arguments.index("--augment") + 1] == json.dumps(demo.MNIST_AUGMENT)
     assert arguments[arguments.index("--temperature") + 1] == "1.0"  # ten classes: a warm NT-Xent (README)
     assert arguments[arguments.index("--max-pretrain-steps") + 1] == "20" and "--no-progress" in arguments
+    assert "--lr-factors" not in arguments  # the digits take the default LR search (README)
     arguments = demo.task_arguments("reviews", smoke["reviews"], tmp_path, progress=True)
     with open(arguments[0]) as handle:
         rows = list(csv.DictReader(handle))
     assert [sum(r["label"] == name for r in rows) for name in ("fresh", "rotten", "")] == [200, 200, 50]
     assert "--init-from" in arguments and "--no-progress" not in arguments
+    assert arguments[arguments.index("--lr-factors") + 1] == "1"  # the reviews at the recipe's LR (README)
     full = demo.task_arguments("reviews", demo.PLANS["full"]["reviews"], tmp_path, progress=False)
     assert full[full.index("--labels-per-class") + 1] == "10,50,100" and "--max-pretrain-steps" not in full
     assert demo.gains(

@@ -16,7 +16,9 @@ The command times a few real steps of each stage (:class:`Timings`, measured by 
 - pretraining gets the rest: ``P = (remaining - fine-tuning - fixed_pretrain) / t_pretrain_step``, at
   most ``--max-pretrain-steps``.
 
-A budget that cannot run one step per stage is an error that says how many minutes it needs.
+A budget that cannot run one step per stage is an error that says how many minutes it needs; one
+that cuts fine-tuning below half its default steps gets a note under the plan, with the minutes that
+would not.
 """
 
 from __future__ import annotations
@@ -132,6 +134,7 @@ class Plan:
     timings: Timings
     estimate: dict[str, float] = field(default_factory=dict)
     lr_trials: int = 1
+    note: str = ""  # a line under the plan: what a tight budget cut and what would restore it
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +177,8 @@ class Plan:
         lines.append(
             f"  estimated total {minutes(self.estimate['total'])} (calibration {self.timings.calibration:.0f} s included)"
         )
+        if self.note:
+            lines.append(f"  note: {self.note}")
         return "\n".join(lines)
 
 
@@ -249,7 +254,15 @@ def make_plan(
         raise UserInputError(
             f"a budget of {budget_seconds / 60:g} minutes cannot run one step per stage on this machine: "
             f"that needs about {needed / 60:.1f} minutes here; pass --budget-minutes {math.ceil(needed / 60)} or more "
-            "(or fewer --labels-per-class values / --seeds)"
+            "(or fewer --labels-per-class values, --seeds or --lr-factors)"
+        )
+    note = ""
+    if target < default_finetune_steps // 2:  # the runs would learn little: say so, and what would not cut them
+        needed = elapsed_seconds + RESERVE_SECONDS + cost(runs_for(default_finetune_steps)) / FINETUNE_SHARE
+        note = (
+            f"the budget cuts fine-tuning to ~{target} steps per run (the recipes' {default_finetune_steps}), too few "
+            f"to trust the table; --budget-minutes {math.ceil(needed / 60)} gives every run its {default_finetune_steps} "
+            "(or fewer --labels-per-class values, --seeds or --lr-factors)"
         )
     pretrain_steps = min(pretrain_steps, max_pretrain_steps or MAX_PRETRAIN_STEPS, MAX_PRETRAIN_STEPS)
     pretraining = timings.pretrain_fixed + pretrain_steps * timings.pretrain_step
@@ -266,4 +279,5 @@ def make_plan(
             "total": round(elapsed_seconds + pretraining + finetuning + RESERVE_SECONDS, 1),
         },
         lr_trials=lr_trials,
+        note=note,
     )

@@ -62,6 +62,18 @@ def test_a_tight_budget_shrinks_fine_tuning_to_its_share_of_what_is_left():
     assert plan.estimate["total"] <= 120
 
 
+def test_a_budget_that_cuts_fine_tuning_below_half_says_how_many_minutes_would_not():
+    tight = make_plan(120, 20, TIMINGS, shapes(), default_finetune_steps=100, pretrain_batch_size=128)
+    assert tight.finetune_steps < 50
+    # the default 100 steps cost 2 * (6 + 12 + 27 + 32) = 154 s (test above); at 70% of what is left: 220 s,
+    # plus the 20 s already spent and the 15 s reserve: 255 s, so 5 minutes
+    assert f"cuts fine-tuning to ~{tight.finetune_steps} steps per run (the recipes' 100)" in tight.note
+    assert "--budget-minutes 5 gives every run its 100" in tight.note
+    assert f"note: {tight.note}" in tight.describe()
+    roomy = make_plan(5 * 60, 20, TIMINGS, shapes(), default_finetune_steps=100, pretrain_batch_size=128)
+    assert roomy.finetune_steps == 100 and roomy.note == "" and "note:" not in roomy.describe()
+
+
 def test_lp_ft_runs_get_at_least_two_epochs():
     plan = make_plan(60, 10, TIMINGS, shapes(labels=(5,)), default_finetune_steps=1, pretrain_batch_size=8)
     assert all(run.epochs >= 2 for run in plan.runs if run.strategy == "lp_ft")
