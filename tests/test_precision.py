@@ -200,31 +200,34 @@ def test_a_few_fp16_autocast_steps_with_a_grad_scaler_keep_the_loss_finite_and_l
 
 # ----------------------------------------------------------------------------- CPUs that emulate bf16/fp16
 def autocast_slowdown() -> float:
-    """How many times slower a linear layer's forward runs under bf16 autocast than in float32 here
-    (best of 3): the independent measurement the emulation query must agree with."""
+    """How many times slower a linear layer's forward runs under bf16 autocast than in float32 here:
+    the independent measurement the emulation query must agree with. The best of 10 each, interleaved,
+    so that a busy machine (the suite runs tests in parallel) slows both sides alike."""
     import time
 
     layer, x = torch.nn.Linear(512, 512), torch.randn(512, 512)
-
-    def best(enabled: bool) -> float:
-        times = []
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
-            layer(x)
-            for _ in range(3):
-                start = time.perf_counter()
+    times: dict[bool, list[float]] = {True: [], False: []}
+    with torch.no_grad():
+        for enabled in (True, False):  # warm-up
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
                 layer(x)
-                times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(True) / best(False)
+        for _ in range(10):
+            for enabled in (True, False):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+                    start = time.perf_counter()
+                    layer(x)
+                    times[enabled].append(time.perf_counter() - start)
+    return min(times[True]) / min(times[False])
 
 
 def test_the_bf16_emulation_query_agrees_with_a_timing_on_this_cpu():
     from lightning_transfer.precision import cpu_emulates_bf16
 
     slowdown = autocast_slowdown()
-    # Emulated kernels are 15-70x slower than float32 (lightning_transfer.precision); native ones within ~3x.
-    assert cpu_emulates_bf16() == (slowdown > 6), f"cpu_emulates_bf16()={cpu_emulates_bf16()} but bf16 is {slowdown:.1f}x fp32"
+    # Emulated kernels are 7-70x slower than float32 (this 512x512 matmul: 7-8x on the 2-core AVX2 development
+    # machine, unloaded; 4.5x once under the suite's load with a best of 3, hence the interleaved best of 10);
+    # native ones within ~3x.
+    assert cpu_emulates_bf16() == (slowdown > 5), f"cpu_emulates_bf16()={cpu_emulates_bf16()} but bf16 is {slowdown:.1f}x fp32"
 
 
 def fit_one_step_recording_feature_dtypes(module, data: dict) -> tuple[pl.Trainer, list[torch.dtype]]:

@@ -109,6 +109,7 @@ def test_a_table_interrupted_by_ctrl_c_loses_only_the_stage_in_progress(tmp_path
     command += ["--text-column", "review", "--label-column", "verdict", "--labels-per-class", "2,4", "--seeds", "1"]
     command += ["--budget-minutes", "4", "--max-pretrain-steps", "10", "--max-seq-length", "16", "--no-progress"]
     command += ["--trainer.accelerator", "cpu", "--init-from", str(minilm_directory())]  # a real BERT, continued
+    command += ["--lr-factors", "1"]  # the demo's reviews do the same; the LR search has its own tests (test_lr_search)
     with open(tmp_path / "stderr.txt", "w") as stderr:  # a file: a pipe nobody reads could fill and block it
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV, preexec_fn=sigint_as_in_a_terminal
@@ -162,6 +163,7 @@ def test_two_ddp_processes_run_every_stage_once(tmp_path):
     assert plan["runs"][0]["batch_size"] == 3  # 2 labels x 3 classes, shared by 2 processes
     for name in ("finetune-pretrained-k2-seed0", "finetune-scratch-k2-seed0"):
         record = json.loads((out / "stages" / f"{name}.json").read_text())["result"]
+        assert len(record["val_accuracy_by_lr"].split("; ")) == 3  # the default LR search, under DDP too
         scored = sum(map(sum, record["confusion_matrix"]))
         # every test image scored once: 15 held out, the unreadable one among them or not (Lightning's
         # default evaluation sampler would pad 15 to 16 with a repeat)
