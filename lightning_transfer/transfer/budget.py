@@ -116,6 +116,7 @@ class FinetuneRun:
     epochs: int
     steps: int
     seconds: float
+    lr_factor: float = 1.0  # a trial's multiple of the recipe's LR (one of --lr-factors); planned runs are at 1
 
     @property
     def name(self) -> str:

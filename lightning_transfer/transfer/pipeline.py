@@ -378,7 +378,8 @@ class Transfer:
         best: tuple[float, float, Any, Any, pl.Trainer] | None = None
         for factor in factors:
             pl.seed_everything(run.seed, workers=True, verbose=False)
-            module, datamodule = recipes.finetune_stage(self.data, self.settings, run, encoder, lr_factor=factor)
+            trial = dataclasses.replace(run, lr_factor=factor)
+            module, datamodule = recipes.finetune_stage(self.data, self.settings, trial, encoder)
             name = run.name if len(factors) == 1 else f"{run.name}-lr{factor:g}x"
             trainer = self.trainer(name, max_epochs=run.epochs, check_val_every_n_epoch=run.epochs + 1)
             self.ctrl_c.call(trainer.fit, module, datamodule)

@@ -121,9 +121,11 @@ def simclr_stage(data: TransferData, settings: TransferSettings, batch_size: int
 def finetune_module(data: TransferData, run: FinetuneRun, encoder: Path, **recipe: Any):
     """The ``FineTuneModule`` of ``run`` on ``encoder``: its weights (``pretrained``, ``init_from``) or
     its architecture at random init (``scratch``), with the run's strategy and the ``recipe``'s
-    optimizer arguments; LP-FT probes linearly for the first half of the run's epochs (at least one)."""
+    optimizer arguments, its LR times ``run.lr_factor``; LP-FT probes linearly for the first half of
+    the run's epochs (at least one)."""
     from lightning_transfer.modules.finetune import FineTuneModule
 
+    recipe = {**recipe, "lr": recipe["lr"] * run.lr_factor}
     if run.strategy == "lp_ft":
         recipe = {"lp_epochs": max(1, run.epochs // 2), **recipe}
     return FineTuneModule(
@@ -135,17 +137,14 @@ def finetune_module(data: TransferData, run: FinetuneRun, encoder: Path, **recip
     )
 
 
-def image_finetune_stage(
-    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
-):
+def image_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
     """``(FineTuneModule, ImageDataModule)`` for ``run``: ``run.labels_per_class`` images of every
-    class drawn with ``run.seed`` from the pool, in batches of ``run.batch_size``; the recipe's LR
-    times ``lr_factor``."""
+    class drawn with ``run.seed`` from the pool, in batches of ``run.batch_size``."""
     module = finetune_module(
         data,
         run,
         encoder,
-        lr=2e-3 * lr_factor,
+        lr=2e-3,
         weight_decay=1e-4,
         warmup_fraction=0.05,
         schedule="cosine",
@@ -210,18 +209,16 @@ def text_pretrain_stage(data: TransferData, settings: TransferSettings, batch_si
     return module, datamodule
 
 
-def text_finetune_stage(
-    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
-):
+def text_finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
     """``(FineTuneModule, TextClassificationDataModule)`` for ``run``; ``encoder`` is a Hugging Face
-    directory with its tokenizer (our export, or ``--init-from``); the recipe's LR times ``lr_factor``."""
+    directory with its tokenizer (our export, or ``--init-from``)."""
     from lightning_transfer.data.text import TextClassificationDataModule
 
     module = finetune_module(
         data,
         run,
         encoder,
-        lr=(1e-4 if run.strategy != "linear" else 1e-3) * lr_factor,
+        lr=1e-4 if run.strategy != "linear" else 1e-3,
         warmup_fraction=0.1,
         pooling="mean",
     )
@@ -246,14 +243,12 @@ def pretrain_stage(data: TransferData, settings: TransferSettings, batch_size: i
     return text_pretrain_stage(data, settings, batch_size, cache_dir)
 
 
-def finetune_stage(
-    data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path, lr_factor: float = 1.0
-):
+def finetune_stage(data: TransferData, settings: TransferSettings, run: FinetuneRun, encoder: Path):
     """The module and DataModule of the fine-tuning ``run`` (as planned: its strategy, epochs and batch
-    size are decided) on ``encoder``, for images or texts, at ``lr_factor`` times the recipe's LR (one
-    of ``--lr-factors``: the pipeline tries each and keeps the best on validation)."""
+    size are decided; a trial of it at ``run.lr_factor`` times the recipe's LR) on ``encoder``, for
+    images or texts."""
     build = image_finetune_stage if data.kind == "image" else text_finetune_stage
-    return build(data, settings, run, encoder, lr_factor)
+    return build(data, settings, run, encoder)
 
 
 def pretrain_batch_size(data: TransferData, world_size: int) -> int:

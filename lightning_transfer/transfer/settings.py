@@ -74,24 +74,20 @@ class TransferSettings:
         return json.loads(json.dumps(settings, default=str))
 
 
-def _labels(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(sorted({int(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--labels-per-class takes comma-separated integers, got {text!r}") from None
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"--labels-per-class needs positive integers, got {text!r}")
-    return values
+def _positive_list(flag: str, kind: type, name: str):
+    """An argparse type for ``flag``: comma-separated positive ``kind`` values (``name`` in messages),
+    sorted, each once."""
 
+    def parse(text: str) -> tuple:
+        try:
+            values = tuple(sorted({kind(part) for part in text.split(",") if part.strip()}))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated {name}, got {text!r}") from None
+        if not values or values[0] <= 0:
+            raise argparse.ArgumentTypeError(f"{flag} needs positive {name}, got {text!r}")
+        return values
 
-def _factors(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(sorted({float(part) for part in text.split(",") if part.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lr-factors takes comma-separated numbers, got {text!r}") from None
-    if not values or values[0] <= 0:
-        raise argparse.ArgumentTypeError(f"--lr-factors needs positive numbers, got {text!r}")
-    return values
+    return parse
 
 
 def _size(text: str) -> float:
@@ -139,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--labels-per-class",
-        type=_labels,
+        type=_positive_list("--labels-per-class", int, "integers"),
         default=DEFAULT_LABELS,
         help="comma-separated label counts per class (default 1,5,10,50; counts some class cannot supply are skipped)",
     )
@@ -173,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--lr-factors",
-        type=_factors,
+        type=_positive_list("--lr-factors", float, "numbers"),
         default=DEFAULT_LR_FACTORS,
         help="fine-tuning LRs to try, as multiples of the recipe's LR; each run keeps the one with the best validation "
         f"accuracy, the same grid for every init (default {','.join(f'{f:g}' for f in DEFAULT_LR_FACTORS)}; 1: no search)",

@@ -1,6 +1,8 @@
 """A fine-tuning stage is built from its planned run: the strategy, epochs, batch size and label draw
 the plan decided, whatever ``--strategy`` would decide again (calibration builds its runs the same way)."""
 
+import dataclasses
+
 import pytest
 
 from lightning_transfer.data.sources import minilm_directory
@@ -48,7 +50,7 @@ def test_a_text_stage_follows_its_run(tmp_path, strategy, lr):
     run = FinetuneRun("init_from", 4, 2, strategy, batch_size=3, epochs=2, steps=6, seconds=1.0)
     module, datamodule = recipes.finetune_stage(data, settings, run, minilm_directory())
     assert (module.hparams.strategy, module.hparams.lr, module.hparams.pooling) == (strategy, lr, "mean")
-    tried = recipes.finetune_stage(data, settings, run, minilm_directory(), lr_factor=3.0)[0]
+    tried = recipes.finetune_stage(data, settings, dataclasses.replace(run, lr_factor=3.0), minilm_directory())[0]
     assert tried.hparams.lr == pytest.approx(3 * lr)  # one of --lr-factors: a multiple of the recipe's LR
     assert (datamodule.hparams.labels_per_class, datamodule.hparams.subset_seed) == (4, 2)
     assert (datamodule.hparams.batch_size, datamodule.hparams.max_seq_length) == (3, 16)
