@@ -13,6 +13,7 @@ import torch
 from filelock import FileLock
 from torch.utils.data import DataLoader
 
+from lightning_transfer.data.collators import ClassificationCollator
 from tests.helpers import ddp
 from tests.helpers.ddp import tiny_trainer
 
@@ -141,6 +142,20 @@ def test_text_fine_tuning_ddp_equals_one_process_on_the_concatenated_batches(two
                                        msg=lambda m, r=r, name=name: f"process {r}: {name}: {m}")
     unchanged = [n for n, v in single.state_dict().items() if torch.equal(v, initial[n])]
     assert all(n.startswith("encoder.pooler.") for n in unchanged), unchanged  # strategy "full": all else trained
+
+
+def test_text_evaluation_sorted_by_length_scores_each_example_once_under_ddp(two_process_results):
+    ranks = two_process_results("finetune_text")
+    assert [r["test_sampler"] for r in ranks] == ["LengthSortedSampler"] * 2  # Lightning kept it, did not wrap it
+    assert sorted(ranks[0]["test_indices"] + ranks[1]["test_indices"]) == list(range(24))
+    assert ranks[0]["test"] == ranks[1]["test"]
+    single = ddp.finetune_text_module()
+    single.load_state_dict(ranks[0]["state"])
+    trainer = tiny_trainer()  # one process, the rows in order, each batch padded to its longest row
+    trainer.test(single, DataLoader(ddp.ListDataset(ddp.unpadded_classification_rows()), batch_size=4,
+                                    collate_fn=ClassificationCollator(pad_id=0)), verbose=False)
+    for key in ("test/acc", "test/f1", "test/loss"):
+        assert math.isclose(ranks[0]["test"][key], float(trainer.callback_metrics[key]), rel_tol=1e-5), key
 
 
 def test_ddp_resume_gives_each_process_its_own_random_state_back(two_process_results):

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from lightning_transfer.data.collators import ClassificationCollator
 from lightning_transfer.data.corpus import LabeledSplits, read_labeled
 from lightning_transfer.data.encoding import EncodeClassification, encode_labels
+from lightning_transfer.data.length_sorted import LengthSortedSampler
 from lightning_transfer.data.subsets import stratified_split, stratified_subset
 from lightning_transfer.data.text_cache import cache_key
 from lightning_transfer.data.text_datamodule_base import (
@@ -22,7 +23,6 @@ from lightning_transfer.data.text_datamodule_base import (
     check_common_settings,
     load_tokenizer_path,
 )
-from lightning_transfer.distributed import evaluation_sampler
 from lightning_transfer.errors import UserInputError
 
 
@@ -203,6 +203,12 @@ class TextClassificationDataModule(TextDataModuleMixin, pl.LightningDataModule):
     def _collator(self) -> ClassificationCollator:
         return ClassificationCollator(self.special_ids["pad"])
 
+    def _evaluation_loader(self, dataset) -> DataLoader:
+        """Every example scored once, also under DDP, in batches of about one length (:class:`LengthSortedSampler`)."""
+        return self._loader(
+            dataset, self._collator(), shuffle=False, sampler=LengthSortedSampler(token_lengths(dataset))
+        )
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return self._loader(
@@ -214,20 +220,22 @@ class TextClassificationDataModule(TextDataModuleMixin, pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(
-            self.val_dataset, self._collator(), shuffle=False, sampler=evaluation_sampler(self.val_dataset)
-        )
+        return self._evaluation_loader(self.val_dataset)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        # every example scored once, also under DDP (Lightning's evaluation sampler repeats some)
-        return self._loader(
-            self.test_dataset, self._collator(), shuffle=False, sampler=evaluation_sampler(self.test_dataset)
-        )
+        return self._evaluation_loader(self.test_dataset)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split, in order."""
+        """The test split, longest texts first (``PredictionWriter`` writes its rows by index, in order)."""
         return self.test_dataloader()
+
+
+def token_lengths(dataset) -> list[int]:
+    """The number of tokens of each row of a tokenized ``datasets.Dataset`` (its ``input_ids``)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_pylist()
 
 
 __all__ = ["TextClassificationDataModule"]

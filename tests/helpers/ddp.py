@@ -24,6 +24,9 @@ import torch.multiprocessing as mp
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_transfer.data.collators import ClassificationCollator
+from lightning_transfer.data.length_sorted import LengthSortedSampler
+
 SCENARIOS = ("seeding", "simclr", "bert", "finetune", "finetune_text", "resume_rng", "simclr_probe")
 
 
@@ -214,6 +217,16 @@ def classification_rows(n: int = 24, length: int = 12) -> list[dict]:
     return rows
 
 
+def unpadded_classification_rows() -> list[dict]:
+    """:func:`classification_rows` without their padding (lengths 5 to 11), for a collator to pad."""
+    rows = []
+    for row in classification_rows():
+        real = int(row["attention_mask"].sum())
+        rows.append({"input_ids": row["input_ids"][:real], "token_type_ids": row["token_type_ids"][:real],
+                     "labels": row["labels"]})
+    return rows
+
+
 RESUME_STEPS, RESUME_CRASH_STEP = 7, 4  # 3 steps per epoch: the crash is mid-epoch 1, the run ends in epoch 2
 
 
@@ -313,13 +326,22 @@ def _finetune(rank: int, inputs: dict) -> dict:
 
 
 def _finetune_text(rank: int, inputs: dict) -> dict:
+    """Three steps of fine-tuning, then a test of the trained model in batches sorted by length, as
+    TextClassificationDataModule scores its validation and test texts."""
     module = finetune_text_module()
     module.load_state_dict(inputs["finetune_text_state"])
     record = RecordLosses()
     trainer = tiny_trainer(devices=2, strategy="ddp", max_steps=3, callbacks=[record])
     trainer.fit(module, DataLoader(ListDataset(classification_rows()), batch_size=4))
-    return {"losses": record.losses, "indices": record.indices,
-            "state": {k: v.detach().clone() for k, v in module.state_dict().items()}}
+    state = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    rows = unpadded_classification_rows()
+    sorted_by_length = LengthSortedSampler([len(row["input_ids"]) for row in rows])
+    tester = tiny_trainer(devices=2, strategy="ddp")
+    tester.test(module, DataLoader(ListDataset(rows), batch_size=4, sampler=sorted_by_length,
+                                   collate_fn=ClassificationCollator(pad_id=0)), verbose=False)
+    used = tester.test_dataloaders.sampler  # the sampler Lightning used: its own, had it replaced ours
+    return {"losses": record.losses, "indices": record.indices, "state": state, "test_sampler": type(used).__name__,
+            "test_indices": list(used), "test": {k: float(v) for k, v in tester.callback_metrics.items()}}
 
 
 def _resume_rng(rank: int, inputs: dict, directory: Path) -> dict:
