@@ -10,12 +10,12 @@ import math
 
 import pytest
 import torch
-from filelock import FileLock
 from torch.utils.data import DataLoader
 
 from lightning_transfer.data.collators import ClassificationCollator
 from tests.helpers import ddp
 from tests.helpers.ddp import tiny_trainer
+from tests.helpers.once import once_for_all_workers
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +29,8 @@ def initial_states():
 
 @pytest.fixture(scope="module")
 def two_process_results(tmp_path_factory, worker_id, initial_states):
-    # Once per test session, not once per pytest-xdist worker that runs a test of this file: the first
-    # worker runs the two processes into a folder all workers share, the others wait on the lock and read.
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    out = shared / "ddp_two_process_results"
-    with FileLock(str(out) + ".lock"):
-        if not (out / "finished").exists():
-            out.mkdir(exist_ok=True)
-            ddp.run_two_processes(out, initial_states)
-            (out / "finished").touch()
+    out = once_for_all_workers(tmp_path_factory, worker_id, "ddp_two_process_results",
+                               lambda folder: ddp.run_two_processes(folder, initial_states))
 
     def results(name: str) -> list[dict]:
         errors = sorted(out.glob(f"{name}_rank*.err"))

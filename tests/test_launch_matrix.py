@@ -3,10 +3,10 @@ as a user launches it.
 
 Each config runs ``fit`` (one epoch of two batches, a validation pass, checkpoints) twice:
 (a) one process at ``32-true``; (b) two DDP processes (gloo) at ``bf16-mixed`` (a fine-tuning recipe that
-follows its pretraining recipe, and the two Hub-dataset recipes run (b) only: :func:`legs_of`). After the DDP fit,
-the fine-tuning recipes also run ``test`` and ``predict`` (with ``PredictionWriter``; for one recipe on two
-processes)
-from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
+follows its pretraining recipe, and the pretraining recipes whose classes launch in one process elsewhere run
+(b) only: :func:`legs_of`). After the DDP fit, the fine-tuning recipes also run ``test`` and ``predict`` (with
+``PredictionWriter``; for one recipe on two processes; the two whose test and predict the README's walkthroughs
+run skip them here) from the fit's ``fit_config.yaml``, and the export entry point (``python -m lightning_transfer.export``'s
 ``main``, called here) writes its encoder. The
 DDP fit of ``configs/bert/reviews_tiny.yaml`` is killed (SIGKILL, mid-epoch) and resumed with
 ``--ckpt_path``; the DDP fit of ``configs/simclr/stl10.yaml`` starts through ``scripts/torchrun.sh``
@@ -107,6 +107,10 @@ CHAINS = {
 def test_the_matrix_covers_every_config():
     assert sorted(c for chain in CHAINS.values() for c in chain) == CONFIGS
     assert set(OVERRIDES) <= set(CONFIGS)
+    readme_blocks = re.findall(r"^```bash\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
+    for config in TESTED_IN_PROCESS_ELSEWHERE - {"configs/finetune/sst2_from_bert.yaml"}:  # the README walkthrough
+        (block,) = [b for b in readme_blocks if f"lightning-transfer fit --config {config}" in b]
+        assert "lightning-transfer test --config" in block and "lightning-transfer predict --config" in block
 
 
 # ----------------------------------------------------------------------------- running the process
@@ -199,12 +203,28 @@ def check_fit(root: Path, config: str, resumed: bool = False) -> Path:
 BEST_METRIC = {"SimCLRModule": "knn_acc", "BertPretrainModule": "mlm_loss", "FineTuneModule": "acc"}
 
 
-def check_test_predict_export(root: Path, tmp: Path, ddp_predict: bool) -> None:
+def check_test_predict_export(root: Path, tmp: Path, ddp_predict: bool, processes: bool = True) -> None:
     """After a fine-tuning fit: ``test`` and ``predict`` from its fit_config.yaml (the best checkpoint),
     then the export of its encoder. ``test`` runs on one process, as Lightning advises (a
     DistributedSampler pads the processes' shares with repeated examples, which would count twice in the
     test metrics); ``predict`` on one, or with ``ddp_predict`` on the fit's two processes, whose parts
-    PredictionWriter merges (once in the matrix: each process of a launch costs seconds of imports)."""
+    PredictionWriter merges (once in the matrix: each process of a launch costs seconds of imports).
+    Without ``processes``, the export only (see :data:`TESTED_IN_PROCESS_ELSEWHERE`)."""
+    if processes:
+        check_test_and_predict(root, tmp, ddp_predict)
+    exported = tmp / "exported"
+    from lightning_transfer.export import main as export_main  # its entry point, in this process (one import fewer)
+    from lightning_transfer.models.loading import load_encoder
+
+    export_main([str(root), str(exported)])
+
+    loaded = load_encoder(str(exported))
+    if loaded.modality == "text":
+        assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
+        assert (exported / "tokenizer.json").is_file()
+
+
+def check_test_and_predict(root: Path, tmp: Path, ddp_predict: bool) -> None:
     fit_config = str(root / "fit_config.yaml")
     tested = launch(["test", "--config", fit_config, *LEGS["single_32"]], cwd=tmp)
     assert "uses the best checkpoint of the last fit" in tested.stderr
@@ -226,17 +246,6 @@ def check_test_predict_export(root: Path, tmp: Path, ddp_predict: bool) -> None:
         probabilities = [float(v) for k, v in row.items() if k.startswith("prob_")]
         assert abs(sum(probabilities) - 1.0) < 1e-3 and int(row["prediction"]) == max(
             range(len(probabilities)), key=probabilities.__getitem__)
-
-    exported = tmp / "exported"
-    from lightning_transfer.export import main as export_main  # its entry point, in this process (one import fewer)
-    from lightning_transfer.models.loading import load_encoder
-
-    export_main([str(root), str(exported)])
-
-    loaded = load_encoder(str(exported))
-    if loaded.modality == "text":
-        assert (exported / "config.json").is_file() and (exported / "model.safetensors").is_file()
-        assert (exported / "tokenizer.json").is_file()
 
 
 # ----------------------------------------------------------------------------- the matrix
@@ -272,7 +281,8 @@ def test_every_recipe_fits_in_one_process_and_under_ddp_bf16(chain, tmp_path, im
 
                 values["tokenizer"] = str(export_encoder(root, tmp_path / "bert_hf"))
         else:
-            check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT)
+            check_test_predict_export(root, tmp_path / Path(config).stem, ddp_predict=config == DDP_PREDICT,
+                                      processes=config not in TESTED_IN_PROCESS_ELSEWHERE)
 
 
 def legs_of(config: str, chain: str) -> list[str]:
@@ -285,10 +295,19 @@ def legs_of(config: str, chain: str) -> list[str]:
     return ["ddp_bf16"] if follows_pretraining or config in ONE_PROCESS_ELSEWHERE else list(LEGS)
 
 
-# Recipes for datasets that need the network (run here on offline stand-ins) whose module and DataModule
-# classes launch in one process at 32-true in another chain (SimCLR + ImageDataModule: mnist, cifar10; BERT
-# + TextPretrainDataModule: reviews_tiny, minilm): their own DDP bf16 leg tests their settings.
-ONE_PROCESS_ELSEWHERE = {"configs/simclr/imagenet_resnet50.yaml", "configs/bert/wikitext103_base.yaml"}
+# Pretraining recipes whose module and DataModule classes launch in one process at 32-true in another chain
+# (SimCLR + ImageDataModule: mnist; BERT + TextPretrainDataModule: reviews_tiny), and which the README's
+# commands or the suite fit in one process too: their own DDP bf16 leg tests their settings. Each launch
+# costs about 10 CPU-s of imports on a suite that must stay within CI's 15 minutes on 2 cores.
+ONE_PROCESS_ELSEWHERE = {"configs/simclr/imagenet_resnet50.yaml", "configs/bert/wikitext103_base.yaml",
+                         "configs/simclr/cifar10.yaml", "configs/simclr/stl10.yaml", "configs/bert/minilm_continue.yaml"}
+# Fine-tuning recipes whose ``test`` and ``predict`` run in one process elsewhere: the README's walkthroughs
+# (tests/test_readme.py: the same commands and code without the process around them) for cifar10_from_simclr
+# and reviews_from_bert, and tests/modules/test_finetune.py's sentence pairs through fit, test and predict for
+# sst2_from_bert; here their fits and the export. The process itself runs ``test`` and ``predict`` of one image
+# recipe (mnist_from_simclr, its predict under DDP) and one text recipe (reviews_from_minilm).
+TESTED_IN_PROCESS_ELSEWHERE = {"configs/finetune/cifar10_from_simclr.yaml", "configs/finetune/reviews_from_bert.yaml",
+                               "configs/finetune/sst2_from_bert.yaml"}
 
 
 OWN_ROOT = ("configs/simclr/mnist.yaml", "single_32")  # no --trainer.default_root_dir: the recipe's own, as it ships

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.once import once_for_all_workers
+
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 4  # 2 epochs of 2 steps per process
 CRASH_STEP = 1  # mid-epoch 0
@@ -112,13 +114,13 @@ def _tiny(rank: int, out: Path, shards: Path, tiny: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- the tests
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
+def _run_two_processes(base: Path) -> None:
+    """Image shards, a one-image shard set, and the two processes; their results go to ``base/results``,
+    their output to ``base/rank{r}.log``."""
     from lightning_transfer.optimize import optimize
     from tests.helpers.ddp import free_port
     from tests.helpers.images import write_image_folder
 
-    base = tmp_path_factory.mktemp("litdata_ddp")
     images = write_image_folder(base / "images", classes=("ant", "bee"), per_class=10, size=12)
     shards = optimize(images, base / "shards", start_method="fork", progress=False, val_size=2, test_size=2)
     single = base / "single"
@@ -130,17 +132,22 @@ def ranks(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     children = [subprocess.Popen([sys.executable, __file__, str(rank), str(port), str(out), str(shards), str(tiny)],
-                                 env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                                 env=env, cwd=ROOT, stdout=(base / f"rank{rank}.log").open("w"), stderr=subprocess.STDOUT)
                 for rank in range(2)]
     deadline = time.monotonic() + 300
-    logs = []
     for child in children:
         try:
-            logs.append(child.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
+            child.wait(timeout=max(1.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             for c in children:
                 c.kill()
             pytest.fail("the two DDP processes did not finish in 300 s (a hang in a collective?)")
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory, worker_id):
+    base = once_for_all_workers(tmp_path_factory, worker_id, "litdata_ddp", _run_two_processes)
+    out = base / "results"
 
     def result(name: str) -> list[dict]:
         errors = sorted(out.glob(f"{name}_rank*.err"))
@@ -148,7 +155,8 @@ def ranks(tmp_path_factory):
             pytest.fail(f"scenario {name} failed under DDP:\n" + "\n".join(e.read_text() for e in errors))
         files = [out / f"{name}_rank{r}.json" for r in range(2)]
         if not all(f.exists() for f in files):
-            pytest.fail(f"scenario {name} did not finish on both processes:\n" + "\n".join(log[-3000:] for log in logs))
+            logs = [(base / f"rank{r}.log").read_text()[-3000:] for r in range(2)]
+            pytest.fail(f"scenario {name} did not finish on both processes:\n" + "\n".join(logs))
         return [json.loads(f.read_text()) for f in files]
 
     return result
