@@ -3,9 +3,10 @@
 A text batch is padded to its longest row (:class:`~lightning_transfer.data.collators.ClassificationCollator`),
 so a batch that mixes a 10-token snippet with a 120-token review spends most of its compute on padding.
 Scored in order of length, the rows of a batch are about as long as each other and almost nothing is
-padding; and a batch whose rows all have one length needs no attention mask at all. Accuracy, macro F1,
-the confusion matrix and the rows of ``predictions.csv`` (written by index) do not depend on the order
-in which the examples are scored, so only evaluation is sorted: training keeps its shuffled order.
+padding; and a batch whose rows all have one length needs no attention mask at all. Accuracy, macro F1
+and the confusion matrix do not depend on the order in which the examples are scored, so validation and
+test are sorted; training keeps its shuffled order, and ``predict`` the dataset's order (the list that
+``trainer.predict`` returns lines up with the rows).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from lightning_transfer.data.text_datamodule_base import (
     check_common_settings,
     load_tokenizer_path,
 )
+from lightning_transfer.distributed import evaluation_sampler
 from lightning_transfer.errors import UserInputError
 
 
@@ -227,8 +228,11 @@ class TextClassificationDataModule(TextDataModuleMixin, pl.LightningDataModule):
         return self._evaluation_loader(self.test_dataset)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split, longest texts first (``PredictionWriter`` writes its rows by index, in order)."""
-        return self.test_dataloader()
+        """The test split, in order (each example once, also under DDP): the list that ``trainer.predict``
+        returns lines up with the dataset's rows, as a user pairing them with the texts expects."""
+        self.setup()
+        dataset = self.test_dataset
+        return self._loader(dataset, self._collator(), shuffle=False, sampler=evaluation_sampler(dataset))
 
 
 def token_lengths(dataset) -> list[int]:

@@ -1,5 +1,6 @@
 """Text evaluation in batches of about one length (lightning_transfer.data.length_sorted): every example
-scored once, far less padding, and the same metrics and predictions as scoring each text alone.
+scored once, far less padding, and the same metrics as scoring each text alone; predictions in the
+dataset's order.
 (Under two DDP processes: tests/test_ddp.py, scenario ``finetune_text``.)"""
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def test_sorted_evaluation_gives_the_metrics_and_predictions_of_each_text_scored
     tiny_trainer(max_epochs=6).fit(module, data)
     tested = tiny_trainer().test(module, data, verbose=False)[0]
     writer = PredictionWriter(output_dir=str(tmp_path / "predictions"))
-    tiny_trainer(callbacks=[writer]).predict(module, data, return_predictions=False)
+    returned = tiny_trainer(callbacks=[writer]).predict(module, data)
 
     # the reference: each test text alone, in dataset order (a batch of one has no padding)
     module.eval()
@@ -131,3 +132,6 @@ def test_sorted_evaluation_gives_the_metrics_and_predictions_of_each_text_scored
     assert [int(r["index"]) for r in rows] == list(range(len(labels)))
     assert [int(r["prediction"]) for r in rows] == alone
     assert [int(r["label"]) for r in rows] == labels
+    # predict keeps the dataset's order: what trainer.predict returns lines up with the rows
+    assert torch.cat([batch["prediction"] for batch in returned]).tolist() == alone
+    assert torch.cat([batch["labels"] for batch in returned]).tolist() == labels
